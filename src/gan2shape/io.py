@@ -12,7 +12,6 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -43,7 +42,7 @@ def safe_torch_load(path: str | os.PathLike, allowed: Iterable[Any] = DEFAULT_AL
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused to unpickle (weights_only=True): {e}") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 -- any other failure (EOF, bad zip, KeyError on a text file, ...)
         raise CheckpointError(f"{path}: unreadable or truncated torch file ({type(e).__name__}: {e})") from e
 
 

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny, seeded GAN2Shape world (random small StyleGAN2, 32-px images)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+S = 32  # working resolution of the tiny world
+
+
+def tiny_gan(seed: int = 0):
+    """A random narrow StyleGAN2 (32-px generator, 64-px discriminator so it has 4 residual blocks)."""
+    from gan2shape.stylegan2 import Discriminator, Generator
+
+    torch.manual_seed(seed)
+    g = Generator(32, style_dim=32, n_mlp=4, channel_multiplier=1, channel_max=32).eval()
+    d = Discriminator(64, channel_multiplier=1, channel_max=32).eval()
+    return g, d
+
+
+def disc_mask(size: int = S, radius: float = 0.3) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    r = ((yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2).sqrt()
+    return (r <= radius * size).float()[None, None]
+
+
+def viewlight():
+    from gan2shape.sampling import ViewLightDistribution
+
+    return ViewLightDistribution.from_moments(
+        torch.zeros(6), torch.diag(torch.tensor([0.05, 0.2, 0.02, 0.05, 0.05, 0.0])) ** 2,
+        torch.tensor([0.0, 0.0, 0.0, 0.3]), torch.eye(4) * 0.01)
+
+
+def tiny_config(**over):
+    from gan2shape.trainer import Stage, preset
+
+    kw = dict(image_size=S, batchsize=2, collect_iters=2, prior_iters=3, lam_perc=1.0,
+              schedule=[Stage(3, 3, 3, flip3=True)], seed=0)
+    kw.update(over)
+    return preset("car", **kw)
+
+
+def tiny_model(cfg=None, seed: int = 0, perceptual: str = "discriminator"):
+    """GAN2Shape with the tiny GAN; the network init is seeded so two calls give equal models."""
+    from gan2shape.losses import PerceptualLoss
+    from gan2shape.trainer import GAN2Shape
+
+    g, d = tiny_gan(seed)
+    torch.manual_seed(seed + 1)
+    return GAN2Shape(cfg or tiny_config(), g, d, PerceptualLoss(perceptual, discriminator=d), viewlight())
+
+
+def tiny_target(model, name: str = "img0", seed: int = 0):
+    """A target image that is the GAN's own sample (so its latent is exact), with a disc mask and
+    an ellipsoid prior."""
+    from gan2shape.priors import make_prior
+    from gan2shape.trainer import Target
+
+    gen = torch.Generator().manual_seed(100 + seed)
+    z = torch.randn(1, model.G.style_dim, generator=gen)
+    with torch.no_grad():
+        w = model.G.style(z)
+        img, _ = model.G(w, input_is_w=True)
+    mask = disc_mask()
+    return Target(name=name, image=img.clamp(-1, 1), latent=w, mask=mask,
+                  prior=make_prior("ellipsoid", mask=mask, category="car"), origin_size=S)
+
+
+@pytest.fixture
+def model():
+    return tiny_model()

@@ -1,0 +1,200 @@
+"""Trainer: schedules, steps, resume, modes (tiny 32-px world, CPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from conftest import tiny_config, tiny_model, tiny_target
+from gan2shape.sampling import LatentOffsetMapper, ProjectionPool
+from gan2shape.trainer import (SCHEDULES, GeneralizedConfig, Stage, Trainer, fit_depth_to_prior,
+                               init_iterations_schedule, phases_of, schedule_iterations)
+
+
+def test_schedule_tables_match_the_original_configs():
+    # gradient iterations per image of METHOD §1.3
+    expected = {"car": 5300, "church": 5300, "celeba": 4600, "cat": 4600, "synface": 1200,
+                "celeba_pretrain": 12600, "cat_pretrain": 12600, "synface_pretrain": 23400}
+    for name, total in expected.items():
+        assert schedule_iterations(SCHEDULES[name]) == total, name
+    assert [s.flip3 for s in SCHEDULES["celeba"]] == [True, False, False, False]
+    assert [s.flip1 for s in SCHEDULES["synface_pretrain"]] == [False] + [True] * 7
+    # paper Table 2: step 1 only, 10 × (1,1,1)×8 rounds, (1,700,600), 3 × (200,500,400)
+    init = init_iterations_schedule()
+    assert len(init) == 15 and init[0] == Stage(700, 0, 0, rounds=0)
+    assert schedule_iterations(init) == 700 + 10 * 8 * 2 + 10 + 1301 + 3 * 1100
+    # about 170 iterations more than Table 1 (EXTENSIONS §2.4)
+    assert schedule_iterations(init) - schedule_iterations(SCHEDULES["car"]) == 171
+
+
+def test_phases_flatten_rounds_and_skip_empty_steps():
+    ph = phases_of([Stage(2, 0, 0, rounds=0), Stage(1, 1, 1, rounds=2, flip3=True)], prior_iters=5)
+    assert [(p.stage, p.round, p.step, p.n, p.flip) for p in ph] == [
+        (-1, 0, 0, 5, False), (0, 0, 1, 2, False), (1, 0, 1, 1, False),
+        (1, 0, 2, 1, False), (1, 0, 3, 1, True), (1, 1, 2, 1, False), (1, 1, 3, 1, True)]
+
+
+def test_projection_pool_reads_like_the_original():
+    pool = ProjectionPool()
+    pool.start()
+    pool.add(torch.arange(6.0).view(6, 1, 1, 1), torch.ones(6, 1, 1, 1))
+    pool.finish()
+    g = torch.Generator().manual_seed(0)
+    # the position advances before the first read: the first batch is [2, 4)
+    assert pool.next_batch(2, g)[0].flatten().tolist() == [2.0, 3.0]
+    assert pool.next_batch(2, g)[0].flatten().tolist() == [4.0, 5.0]
+    # the next read would run past the end: reshuffle and restart at 0
+    b = pool.next_batch(2, g)[0].flatten()
+    assert pool.pos == 0 and sorted(pool.images.flatten().tolist()) == [0, 1, 2, 3, 4, 5]
+    assert b.tolist() == pool.images[:2].flatten().tolist()
+
+
+def test_latent_offset_mapper_f1d_semantics(model):
+    g = model.G
+    # F1_d = n_mlp: center_h is zero (PixelNorm of 0) and F is the whole mapping
+    full = LatentOffsetMapper(g, g.n_mlp)
+    assert torch.count_nonzero(full.center_h) == 0
+    e = torch.randn(3, g.style_dim)
+    assert torch.allclose(full(e), g.style(e) - g.style(torch.zeros(1, g.style_dim)), atol=1e-6)
+    # F1_d = 2: three FC layers after the injection point; e = 0 gives Δw = 0
+    m2 = LatentOffsetMapper(g, 2)
+    assert m2.split == g.n_mlp - 2
+    assert torch.allclose(m2(torch.zeros(1, g.style_dim)), torch.zeros(1, g.style_dim), atol=1e-6)
+
+
+def test_step1_loss_falls_on_a_fixed_target(model):
+    """30 step-1 iterations (A only) on one target lower the reconstruction loss."""
+    t = tiny_target(model)
+    t.gan_image = model.gan_image(t)
+    opt = torch.optim.Adam(model.nets["netA"].parameters(), lr=1e-3)
+    losses = []
+    for _ in range(30):
+        out = model.step1(t, grad_nets=("netA",))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+        # step 1 trains A only: the other nets receive no gradient
+        assert all(p.grad is None for k in ("netD", "netV", "netL") for p in model.nets[k].parameters())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_depth_prefit_approaches_the_prior(model):
+    t = tiny_target(model)
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(model.predict_depth(t.image, border=False), t.prior).item()
+    r = fit_depth_to_prior(model, t.image, t.prior, iters=40)
+    assert r["prior_iters"] == 40 and r["prior_mse"] < 0.5 * before
+    # the early-stopping rule
+    r = fit_depth_to_prior(model, t.image, t.prior, iters=1000, tol=1.0)
+    assert r["prior_iters"] == 1
+
+
+def _run(cfg, tmp_path=None, stop_after=None, ckpt_name="ck.pth"):
+    model = tiny_model(cfg)
+    trainer = Trainer(model, log_every=1)
+    target = tiny_target(model)
+    ckpt = None if tmp_path is None else tmp_path / ckpt_name
+    res = trainer.fit(target, checkpoint=ckpt, checkpoint_every=4, stop_after=stop_after)
+    return model, res
+
+
+def _nets_equal(a, b):
+    sa, sb = a.nets_state(), b.nets_state()
+    return all(torch.equal(sa[n][k], sb[n][k]) for n in sa for k in sa[n])
+
+
+def test_instance_fit_writes_all_outputs_and_logs():
+    model, res = _run(tiny_config())
+    assert not res.interrupted and res.iterations == 3 + 3 + 3 + 3  # pre-fit + 3 steps
+    assert res.depth.shape == (1, 32, 32) and 0.9 <= res.depth.min() <= res.depth.max() <= 1.1
+    assert res.albedo.shape == (1, 3, 32, 32) and res.view.shape == (1, 6) and res.light.shape == (1, 4)
+    assert [e["step"] for e in res.log] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in res.log)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    cfg = tiny_config(schedule=[Stage(3, 3, 4, flip3=True), Stage(2, 2, 3)])
+    ref_model, ref = _run(cfg)
+    # iterations: pre-fit 1-3 | stage 0: s1 4-6, s2 7-9, s3 10-13 | stage 1: s1 14-15, s2 16-17, s3 18-20;
+    # interrupted inside step 2, at the end of step 2 (before its collect), and inside step 3 of stage 1
+    for stop in (8, 9, 19):
+        ck = f"ck{stop}.pth"
+        m1, r1 = _run(cfg, tmp_path, stop_after=stop, ckpt_name=ck)
+        assert r1.interrupted and r1.iterations == stop and (tmp_path / ck).exists()
+        m2, r2 = _run(cfg, tmp_path, ckpt_name=ck)
+        assert not r2.interrupted and r2.iterations == ref.iterations
+        assert _nets_equal(m2, ref_model), f"resume at {stop} differs"
+        assert torch.equal(r2.depth, ref.depth)
+        assert [e["loss"] for e in r2.log] == [e["loss"] for e in ref.log]
+
+
+def test_reset_between_images_and_same_random_init():
+    """Instance mode starts every image from the same snapshot (reset_weight)."""
+    model = tiny_model(tiny_config())
+    trainer = Trainer(model)
+    snap = model.nets_state()
+    trainer.fit(tiny_target(model, "a"))
+    assert not _nets_equal_state(model.nets_state(), snap)
+    trainer.reset()
+    assert _nets_equal_state(model.nets_state(), snap)
+
+
+def _nets_equal_state(sa, sb):
+    return all(torch.equal(sa[n][k], sb[n][k]) for n in sa for k in sa[n])
+
+
+def test_group_of_images_averages_losses():
+    """A group shares one model; its step-1 gradient is the mean of the per-image gradients."""
+    model = tiny_model(tiny_config())
+    a, b = tiny_target(model, "a", 0), tiny_target(model, "b", 1)
+    grads = []
+    for ts in ([a], [b]):
+        model.zero_grad()
+        sum(model.step1(t).loss for t in ts).backward()
+        grads.append(model.nets["netA"].network[0].weight.grad.clone())
+    model.zero_grad()
+    ((model.step1(a).loss + model.step1(b).loss) / 2).backward()
+    assert torch.allclose(model.nets["netA"].network[0].weight.grad, (grads[0] + grads[1]) / 2, atol=1e-6)
+    res = Trainer(model).fit([a, b])
+    assert res.names == ["a", "b"] and res.depth.shape == (2, 32, 32)
+
+
+def test_replication_switches_run():
+    cfg = tiny_config(step3_pool="last_batch", optimizers="persistent", z_translation_range=0.1)
+    _, res = _run(cfg)
+    assert res.iterations == 12
+
+
+def test_joint_pretraining_writes_an_official_pretrain_file(tmp_path):
+    cfg = tiny_config(schedule=[Stage(2, 2, 2), Stage(2, 2, 2, flip1=True, flip3=True)], collect_iters=6)
+    model = tiny_model(cfg)
+    targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
+    res = Trainer(model).fit_joint(targets, checkpoint=tmp_path / "pre.pth")
+    assert res.iterations == 12 and res.depth.shape == (3, 32, 32)
+    sd = torch.load(tmp_path / "pre.pth", weights_only=True)
+    assert {"netD", "netA", "netV", "netL", "netEnc"} <= set(sd)
+    # loading it skips the ellipsoid pre-fit
+    m2 = tiny_model(tiny_config())
+    tr = Trainer(m2)
+    assert set(tr.load_pretrain(tmp_path / "pre.pth")) == {"netD", "netA", "netV", "netL", "netEnc"}
+    t = tiny_target(m2)
+    t.prior = None
+    r = tr.fit(t)
+    assert r.iterations == 9 and all(e["step"] != 0 for e in r.log)
+
+
+def test_generalized_trainer_checkpoints_every_epoch_and_resumes(tmp_path):
+    cfg = tiny_config()
+    gcfg = GeneralizedConfig(epochs=2, batch_size=2, stage=(1, 1, 1), init_epochs=1, init_stage=(1, 1, 1),
+                             init_rounds=2, prior_epochs=2, save_every=2)
+    model = tiny_model(cfg)
+    targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
+    res = Trainer(model, log_every=1).fit_generalized(targets, gcfg, checkpoint_dir=tmp_path)
+    # epochs: 1 init epoch (rounds 2) + 2 regular; the last epoch is always saved (bug 3 fixed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0002.pth", "epoch_0003.pth"]
+    per_batch = lambda n_img, rounds: 1 + n_img * rounds * 2  # noqa: E731
+    assert res.iterations == sum(per_batch(2, r) + per_batch(1, r) for r in (2, 1, 1))
+    # resuming from the last checkpoint runs nothing more
+    m2 = tiny_model(cfg)
+    r2 = Trainer(m2).fit_generalized([tiny_target(m2, f"im{i}", i) for i in range(3)], gcfg, checkpoint_dir=tmp_path)
+    assert r2.iterations == res.iterations and _nets_equal(m2, model)
