@@ -11,11 +11,12 @@ S = 32  # working resolution of the tiny world
 
 
 def tiny_gan(seed: int = 0):
-    """A random narrow StyleGAN2 (32-px generator, 64-px discriminator so it has 4 residual blocks)."""
+    """A random narrow StyleGAN2 at 64 px (the discriminator needs 4 residual blocks for the step-2
+    loss); its images are resized to the 32-px working size like any GAN output."""
     from gan2shape.stylegan2 import Discriminator, Generator
 
     torch.manual_seed(seed)
-    g = Generator(32, style_dim=32, n_mlp=4, channel_multiplier=1, channel_max=32).eval()
+    g = Generator(64, style_dim=32, n_mlp=4, channel_multiplier=1, channel_max=32).eval()
     d = Discriminator(64, channel_multiplier=1, channel_max=32).eval()
     return g, d
 
@@ -65,7 +66,9 @@ def tiny_target(model, name: str = "img0", seed: int = 0):
         w = model.G.style(z)
         img, _ = model.G(w, input_is_w=True)
     mask = disc_mask()
-    return Target(name=name, image=img.clamp(-1, 1), latent=w, mask=mask,
+    from gan2shape.sampling import postprocess_gan_image
+
+    return Target(name=name, image=postprocess_gan_image(img, S), latent=w, mask=mask,
                   prior=make_prior("ellipsoid", mask=mask, category="car"), origin_size=S)
 
 

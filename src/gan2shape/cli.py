@@ -243,10 +243,18 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that register their own stage subcommands through ``add_cli(subparsers)``.
+STAGE_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     p = argparse.ArgumentParser(prog="gan2shape", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+    for name in STAGE_MODULES:
+        importlib.import_module(name).add_cli(sub)
 
     r = sub.add_parser("reconstruct", help=cmd_reconstruct.__doc__)
     r.add_argument("--image", nargs="+", required=True, type=Path)

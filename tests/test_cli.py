@@ -1,0 +1,126 @@
+"""Stage CLIs on tiny data: reconstruct (end to end), prior, pretrain-depth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import disc_mask, tiny_gan, viewlight
+from gan2shape.cli import main
+from gan2shape.data import save_png
+from gan2shape.stylegan2 import save_latent, save_stylegan2
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Files of a tiny world: GAN checkpoint, one GAN sample with its latent, a mask, MVN files."""
+    g, d = tiny_gan()
+    save_stylegan2(tmp_path / "gan.pt", g, d)
+    z = torch.randn(1, g.style_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        w = g.style(z)
+        img, _ = g(w, input_is_w=True)
+    save_png(img[0].clamp(-1, 1), tmp_path / "img0.png")
+    save_latent(tmp_path / "img0.pt", w[0])
+    save_png(disc_mask()[0], tmp_path / "mask0.png", (0.0, 1.0))
+    viewlight().save(tmp_path / "view_mvn.pth", tmp_path / "light_mvn.pth")
+    return tmp_path
+
+
+def _common(w):
+    return ["--gan", str(w / "gan.pt"), "--view-mvn", str(w / "view_mvn.pth"),
+            "--light-mvn", str(w / "light_mvn.pth"), "--perceptual", "discriminator",
+            "--image-size", "32", "--num-stages", "1", "--stage-iters", "3,3,3", "--np", "2",
+            "--collect-iters", "2", "--prior-iters", "3", "--device", "cpu"]
+
+
+def test_reconstruct_end_to_end_writes_depth_albedo_view_light(world):
+    out = world / "out"
+    rc = main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+               "--mask", str(world / "mask0.png"), "--prior-name", "ellipsoid", "--out", str(out),
+               "--save-model", *_common(world)])
+    assert rc == 0
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == (32, 32) and 0.9 <= depth.min() <= depth.max() <= 1.1
+    assert np.load(out / "albedo.npy").shape == (3, 32, 32)
+    view = json.loads((out / "view.json").read_text())
+    light = json.loads((out / "light.json").read_text())
+    assert len(view["view_raw"]) == 6 and len(view["rotation_rad"]) == 3
+    assert len(light["light_raw"]) == 4 and abs(np.linalg.norm(light["direction"]) - 1) < 1e-5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 3 + 9 and metrics["seconds"] > 0
+    for f in ("albedo.png", "recon.png", "depth.png", "normal.png", "log.json", "model.pth", "recon_depth.npy"):
+        assert (out / f).exists(), f
+    assert not list(out.glob(".*"))  # no temp files left behind
+    sd = torch.load(out / "model.pth", weights_only=True)
+    assert set(sd) == {"netD", "netA", "netV", "netL", "netEnc"}
+
+
+def test_reconstruct_with_gt_depth_reports_side_mad(world):
+    gt = np.full((32, 32), 1.1, np.float32)
+    gt[disc_mask()[0, 0].bool().numpy()] = 1.0
+    np.save(world / "gt.npy", gt)
+    out = world / "out2"
+    main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+          "--mask", str(world / "mask0.png"), "--prior-name", "smoothed_box", "--gt-depth", str(world / "gt.npy"),
+          "--out", str(out), *_common(world)])
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("side", "mad", "final_side", "final_mad"):
+        assert np.isfinite(m[k]) and m[k] >= 0, k
+
+
+def test_reconstruct_interrupt_and_resume(world):
+    out, ck = world / "out3", world / "ck.pth"
+    args = ["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+            "--mask", str(world / "mask0.png"), "--prior-name", "ellipsoid", "--out", str(out),
+            "--checkpoint", str(ck), *_common(world)]
+    assert main(args + ["--stop-after", "5"]) == 3 and ck.exists() and not out.exists()
+    assert main(args) == 0 and (out / "depth.npy").exists()
+    assert json.loads((out / "metrics.json").read_text())["iterations"] == 12
+
+
+def test_bad_inputs_give_clear_errors(world):
+    (world / "broken.pt").write_bytes(b"not a checkpoint")
+    base = ["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+            "--prior-name", "ellipsoid", "--mask", str(world / "mask0.png"), "--out", str(world / "o")]
+    with pytest.raises(Exception, match="broken.pt"):
+        main(base + [*_common(world)][:0] + ["--gan", str(world / "broken.pt"), "--view-mvn",
+                                             str(world / "view_mvn.pth"), "--light-mvn", str(world / "light_mvn.pth"),
+                                             "--perceptual", "none", "--image-size", "32", "--device", "cpu"])
+    (world / "rect.png").write_bytes(b"")
+    from PIL import Image
+    Image.new("RGB", (40, 32)).save(world / "rect.png")
+    args = ["reconstruct", "--image", str(world / "rect.png"), "--latent", str(world / "img0.pt"),
+            "--out", str(world / "o"), *_common(world)]
+    with pytest.raises(ValueError, match="rect.png.*square"):
+        main(args)
+    torch.save({"mean": torch.zeros(5), "cov": torch.eye(5)}, world / "bad_mvn.pth")
+    args = _common(world)
+    args[args.index("--view-mvn") + 1] = str(world / "bad_mvn.pth")
+    with pytest.raises(Exception, match="bad_mvn.pth"):
+        main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+              "--out", str(world / "o"), *args])
+    assert not (world / "o").exists()
+
+
+def test_prior_and_pretrain_depth_stages(world):
+    prior = world / "prior.npy"
+    assert main(["prior", "--name", "smoothed_box", "--mask", str(world / "mask0.png"), "--image-size", "32",
+                 "--out", str(prior), "--png", str(world / "prior.png")]) == 0
+    p = np.load(prior)
+    assert p.shape == (32, 32) and abs(p.min() - 0.91) < 1e-5 and abs(p.max() - 1.02) < 1e-5
+    out = world / "pre.pth"
+    assert main(["pretrain-depth", "--image", str(world / "img0.png"), "--prior", str(prior),
+                 "--image-size", "32", "--iters", "5", "--out", str(out)]) == 0
+    sd = torch.load(out, weights_only=True)
+    assert "netD" in sd and sd["prior_iters"] == 5 and sd["prior_mse"] > 0
+
+
+def test_console_script_help():
+    r = subprocess.run([sys.executable, "-m", "gan2shape", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "reconstruct" in r.stdout and "pretrain-depth" in r.stdout
