@@ -1,0 +1,65 @@
+"""evaluate stage: SIDE/MAD tables per method against ground truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gan2shape.cli import main
+from gan2shape.evaluate import evaluate_method, summarize
+
+
+def _sphere_depth(s=32, r=0.06):
+    """A sphere cap in front of a far background (1.1)."""
+    from gan2shape.renderer import Renderer
+
+    fx = Renderer(s).fx
+    c = (s - 1) / 2
+    v, u = torch.meshgrid(torch.arange(s, dtype=torch.float64), torch.arange(s, dtype=torch.float64), indexing="ij")
+    x, y = (u - c) / fx, (v - c) / fx
+    # ray (x, y, 1)·t hits the sphere |P − (0,0,1)| = r
+    a = x ** 2 + y ** 2 + 1
+    disc = 1 - a * (1 - r ** 2)
+    t = (1 - disc.clamp(min=0).sqrt()) / a
+    return torch.where(disc > 0, t, torch.full_like(t, 1.1)).float()[None]
+
+
+def test_identical_and_scaled_depth_have_zero_side():
+    gt = _sphere_depth()
+    rows = evaluate_method({"a": gt.clone(), "b": gt * 1.05}, {"a": gt, "b": gt})
+    assert rows[0]["side"] < 1e-4 and rows[0]["mad_unit"] < 0.1
+    # the original protocol's normals are slightly short of unit length: a floor of a few degrees
+    assert 1.0 < rows[0]["mad"] < 10.0
+    assert rows[1]["side"] < 1e-4  # scale invariance (MAD also invariant to a global scale)
+    s = summarize(rows)
+    assert s["n"] == 2 and s["side_mean"] < 1e-4
+
+
+def test_constant_depth_baseline_is_worse_than_truth(tmp_path):
+    gt = _sphere_depth()
+    names = ["x", "y"]
+    for n in names:
+        np.save(tmp_path / f"{n}_gt.npy", gt[0].numpy())
+        np.save(tmp_path / f"{n}_pred.npy", (gt[0] * 1.01).numpy())
+    (tmp_path / "list.txt").write_text("x\ny\n")
+    rc = main(["evaluate", "--list", str(tmp_path / "list.txt"), "--gt", str(tmp_path / "{name}_gt.npy"),
+               "--method", f"ours={tmp_path}/{{name}}_pred.npy", "const=constant", "--image-size", "32",
+               "--dataset", "toy", "--out-json", str(tmp_path / "m.json"), "--out-csv", str(tmp_path / "m.csv")])
+    assert rc == 0
+    m = json.loads((tmp_path / "m.json").read_text())["methods"]
+    assert m["ours"]["side_mean"] < 1e-4 and m["const"]["side_mean"] > 0.5 and m["const"]["mad_mean"] > 10
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len(rows) == 4 and {r["method"] for r in rows} == {"ours", "const"}
+
+
+def test_missing_prediction_names_the_file(tmp_path):
+    np.save(tmp_path / "x_gt.npy", _sphere_depth()[0].numpy())
+    (tmp_path / "list.txt").write_text("x\n")
+    with pytest.raises(FileNotFoundError, match="x_pred.npy"):
+        main(["evaluate", "--list", str(tmp_path / "list.txt"), "--gt", str(tmp_path / "{name}_gt.npy"),
+              "--method", f"ours={tmp_path}/{{name}}_pred.npy", "--image-size", "32",
+              "--out-json", str(tmp_path / "m.json")])
