@@ -229,7 +229,7 @@ def train_segmenter(images, masks, epochs: int = 20, batch_size: int = 32, lr: f
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
         hist["train_loss"].append(loss_sum / len(ti))
         if n_val:
             ev = _evaluate(net, xv, mv, object_class, batch_size, device)
