@@ -247,7 +247,8 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
 
 
 # Modules that register their own stage subcommands through ``add_cli(subparsers)``.
-STAGE_MODULES: tuple[str, ...] = ("gan2shape.train_gan", "gan2shape.evaluate", "gan2shape.segmenter")
+STAGE_MODULES: tuple[str, ...] = ("gan2shape.train_gan", "gan2shape.evaluate", "gan2shape.segmenter",
+                                  "gan2shape.parsing")
 
 
 def build_parser() -> argparse.ArgumentParser:
