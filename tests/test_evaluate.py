@@ -63,3 +63,14 @@ def test_missing_prediction_names_the_file(tmp_path):
         main(["evaluate", "--list", str(tmp_path / "list.txt"), "--gt", str(tmp_path / "{name}_gt.npy"),
               "--method", f"ours={tmp_path}/{{name}}_pred.npy", "--image-size", "32",
               "--out-json", str(tmp_path / "m.json")])
+
+
+def test_synthetic_depth_png_decodes_like_the_synthetic_module(tmp_path):
+    from gan2shape.data import load_depth
+    from gan2shape.synthetic import decode_depth_png, encode_depth_png
+
+    d = _sphere_depth()[0]
+    encode_depth_png(d, tmp_path / "d.png")
+    a = load_depth(tmp_path / "d.png", 32, encoding="synthetic")[0]
+    assert torch.allclose(a, decode_depth_png(tmp_path / "d.png").float(), atol=1e-6)
+    assert torch.allclose(a, d, atol=1e-5)

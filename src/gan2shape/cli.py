@@ -108,7 +108,7 @@ def build_model(args: argparse.Namespace, cfg):
 
 def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask: Path | None = None,
                 prior: Path | None = None, gt_depth: Path | None = None, prior_name: str | None = None,
-                category: str = "car", confidence: Path | None = None):
+                category: str = "car", confidence: Path | None = None, gt_encoding: str = "unsup3d"):
     """Read one image and what belongs to it into a :class:`Target`."""
     from .data import load_array, load_depth, load_image, load_mask
     from .priors import make_prior
@@ -120,7 +120,7 @@ def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask:
     if mask is not None:
         t.mask = load_mask(mask, cfg.image_size)
     if gt_depth is not None:
-        t.gt_depth = load_depth(gt_depth, cfg.image_size, cfg.crop)
+        t.gt_depth = load_depth(gt_depth, cfg.image_size, cfg.crop, encoding=gt_encoding)
     if prior is not None:
         t.prior = load_array(prior, cfg.image_size)
     elif prior_name is not None and prior_name != "none":
@@ -188,7 +188,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                    mask=args.mask[i] if args.mask else None,
                                    prior=args.prior[i] if args.prior else None,
                                    gt_depth=args.gt_depth[i] if args.gt_depth else None,
-                                   prior_name=args.prior_name, category=args.category))
+                                   prior_name=args.prior_name, category=args.category,
+                                   gt_encoding=args.gt_encoding))
     result = trainer.fit(targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                          stop_after=args.stop_after)
     if result.interrupted:
@@ -248,7 +249,8 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
 
 # Modules that register their own stage subcommands through ``add_cli(subparsers)``.
 STAGE_MODULES: tuple[str, ...] = ("gan2shape.train_gan", "gan2shape.evaluate", "gan2shape.segmenter",
-                                  "gan2shape.parsing", "gan2shape.download", "gan2shape.invert")
+                                  "gan2shape.parsing", "gan2shape.download", "gan2shape.invert",
+                                  "gan2shape.synthetic")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prior-name", help="build the prior from --mask instead (ellipsoid, smoothed_box, ...)")
     r.add_argument("--category", default="car", help="category for the ellipsoid box adjustments")
     r.add_argument("--gt-depth", nargs="+", type=Path, help="ground-truth depth (.npy or unsup3d PNG)")
+    r.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
+                   help="encoding of ground-truth depth PNGs")
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
     r.add_argument("--checkpoint-every", type=int, default=500)

@@ -80,11 +80,22 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
     return resize(torch.from_numpy(a)[None, None], size).clamp(0, 1)
 
 
-def load_depth(path: str | Path, size: int, crop: int | None = None) -> torch.Tensor:
-    """Ground-truth depth ``1×S×S``: ``.npy`` absolute depth, or a PNG with depth = 1.1 − 0.2·p."""
+# PNG depth encodings, p = pixel value in [0, 1]: the unsup3d/synface convention (white = near) and
+# the synthetic world's 16-bit one (see gan2shape.synthetic.encode_depth_png).
+DEPTH_ENCODINGS = {
+    "unsup3d": lambda p: 1.1 - 0.2 * p,
+    "synthetic": lambda p: 0.8 + 0.4 * p,
+}
+
+
+def load_depth(path: str | Path, size: int, crop: int | None = None, encoding: str = "unsup3d") -> torch.Tensor:
+    """Ground-truth depth ``1×S×S``: ``.npy`` absolute depth, or a PNG decoded with ``encoding``
+    (``unsup3d``: depth = 1.1 − 0.2·p; ``synthetic``: depth = 0.8 + 0.4·p)."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"unknown depth encoding {encoding!r}; choose one of {sorted(DEPTH_ENCODINGS)}")
     a = _load_map(path)
     if Path(path).suffix != ".npy":
-        a = 1.1 - 0.2 * a
+        a = DEPTH_ENCODINGS[encoding](a.astype(np.float64)).astype(np.float32)
     if not np.isfinite(a).all() or a.min() <= 0:
         raise ValueError(f"{path}: depth must be finite and positive")
     t = torch.from_numpy(a)[None, None]

@@ -65,7 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = [n for n in Path(args.list).read_text().split() if n]
     if not names:
         raise SystemExit(f"{args.list}: no image names")
-    gts = {n: load_depth(Path(args.gt.format(name=n)), args.image_size) for n in names}
+    gts = {n: load_depth(Path(args.gt.format(name=n)), args.image_size, encoding=args.gt_encoding) for n in names}
     methods: dict[str, list[dict]] = {}
     for spec in args.method:
         if "=" not in spec:
@@ -98,6 +98,8 @@ def add_cli(sub) -> None:
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     p.add_argument("--list", required=True, type=Path, help="file with one image name per line")
     p.add_argument("--gt", required=True, help="ground-truth depth pattern with {name} (.npy or depth PNG)")
+    p.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
+                   help="depth PNG encoding (.npy files hold absolute depth)")
     p.add_argument("--method", nargs="+", required=True, help="LABEL=PATTERN with {name}, or LABEL=constant")
     p.add_argument("--image-size", type=int, required=True)
     p.add_argument("--dataset", default="")
