@@ -76,3 +76,13 @@ def test_cli_trains_on_an_image_folder_and_exports(tmp_path):
     assert st["step"] == 3 and st["done"]
     ck = torch.load(tmp_path / "gan.pt", weights_only=False)
     assert set(ck) == {"g_ema", "d", "args"}
+
+
+def test_synthetic_pool_source_is_seeded_and_flips():
+    from gan2shape.train_gan import _synthetic_source
+
+    a = _synthetic_source(["face", "box"], 16, 3, seed=0, device="cpu", pool=4)
+    b = _synthetic_source(["face", "box"], 16, 3, seed=0, device="cpu", pool=4)
+    xa, xb = a(), b()
+    assert xa.shape == (3, 3, 16, 16) and torch.equal(xa, xb)
+    assert -1 <= float(xa.min()) and float(xa.max()) <= 1

@@ -417,12 +417,13 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     """Train the render segmenter and write its checkpoint (and optionally the history JSON)."""
     from .data import save_json
 
-    x, m = load_training_data(args.data, args.image_size)
+    parts = [load_training_data(d, args.image_size) for d in args.data]
+    x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     net, hist = train_segmenter(x, m, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                 device=args.device, val_fraction=args.val_fraction, width=args.width,
                                 depth=args.depth)
     last = lambda k: hist[k][-1] if hist[k] else None  # noqa: E731
-    meta = {"data": str(args.data), "n_images": int(x.shape[0]), "image_size": int(x.shape[-1]),
+    meta = {"data": [str(d) for d in args.data], "n_images": int(x.shape[0]), "image_size": int(x.shape[-1]),
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "val_fraction": args.val_fraction, "n_train": hist["n_train"], "n_val": hist["n_val"],
             "train_loss": last("train_loss"), "val_loss": last("val_loss"), "val_iou": last("val_iou"),
@@ -461,7 +462,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> None:
     """Register ``train-segmenter`` and ``segment``."""
     t = subparsers.add_parser("train-segmenter", help=cmd_train_segmenter.__doc__)
-    t.add_argument("--data", required=True, type=Path,
+    t.add_argument("--data", required=True, type=Path, nargs="+",
                    help=".npz with images N×3×S×S ([-1,1] float or uint8) and masks N×1×S×S, "
                         "or a folder of <name>.png + <name>_mask.png")
     t.add_argument("--image-size", type=int, help="resize the data to S (default: as stored)")
