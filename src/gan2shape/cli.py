@@ -40,7 +40,7 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stage-iters", help="N1,N2,N3: override the iteration counts of every stage")
     g.add_argument("--prior-iters", type=int, help="depth pre-fit iterations (0: none)")
     g.add_argument("--prior-tol", type=float, help="stop the pre-fit once its MSE is below this")
-    g.add_argument("--crop", type=int, help="centre crop before resizing (cat/synface: 170)")
+    g.add_argument("--crop", type=int, help="centre crop before resizing (cat/synface: 170; 0: none)")
     g.add_argument("--lam-perc", type=float, help="perceptual weight (original 0.5, replication 1)")
     g.add_argument("--f1-d", type=int, help="mapping layers after the offset injection point (F1_d)")
     g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
@@ -65,6 +65,8 @@ def method_config(args: argparse.Namespace):
         over["schedule"] = init_iterations_schedule()
     elif args.schedule:
         over["schedule"] = list(SCHEDULES[args.schedule])
+    if over.get("crop") == 0:  # --crop 0: no crop (e.g. the synface preset on native 64-px images)
+        over["crop"] = None
     cfg = preset(args.preset, **over)
     sched = list(cfg.schedule)
     if args.num_stages is not None:

@@ -222,7 +222,9 @@ class Renderer(torch.nn.Module):
             )
             settings = RasterizationSettings(
                 image_size=2 * S, blur_radius=0.0, faces_per_pixel=1, cull_backfaces=False,
-                perspective_correct=True, bin_size=self.bin_size,
+                perspective_correct=True,
+                # coarse-to-fine binning exists only on CUDA: naive rasterisation on the CPU
+                bin_size=self.bin_size if dev.type == "cuda" else 0,
                 max_faces_per_bin=self.max_faces_per_bin)
             meshes = Meshes(verts=v.detach().float(), faces=faces.expand(B, -1, -1))
             p2f = MeshRasterizer(cameras=cams, raster_settings=settings)(meshes).pix_to_face[..., 0]

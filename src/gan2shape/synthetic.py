@@ -975,8 +975,43 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def viewlight_moments(families: Iterable[str], n: int, seed: int, rot_range_deg: float = 60.0,
+                      xy_range: float = 0.1):
+    """The view / light multivariate normals of this world, in the networks' raw units (METHOD §5.2).
+
+    The original fitted them to Unsup3d's predictions on each dataset; here the generating
+    distribution is known, so they are the moments of ``n`` sampled scenes per family: raw view =
+    (pitch, yaw, roll)/60°, (tx, ty)/0.1, 0; raw light = (2·k_a − 1, 2·k_d − 1, lx, ly).
+    """
+    from .sampling import ViewLightDistribution
+
+    views, lights = [], []
+    for fam in families:
+        for p in sample_params(fam, n, seed):
+            v = p.view
+            views.append([v[0] / math.radians(rot_range_deg), v[1] / math.radians(rot_range_deg),
+                          v[2] / math.radians(rot_range_deg), v[3] / xy_range, v[4] / xy_range, 0.0])
+            lights.append([2 * p.k_a - 1, 2 * p.k_d - 1, p.lx, p.ly])
+    v, l = torch.tensor(views, dtype=torch.float64), torch.tensor(lights, dtype=torch.float64)
+    return ViewLightDistribution.from_moments(v.mean(0), torch.cov(v.T), l.mean(0), torch.cov(l.T))
+
+
+def _cmd_viewlight(args: argparse.Namespace) -> int:
+    """Write the synthetic world's view / light MVN files (official {'mean', 'cov'} format)."""
+    dist = viewlight_moments(args.family, args.n, args.seed)
+    dist.save(args.view_out, args.light_out)
+    return 0
+
+
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``gan2shape synthesize``."""
+    """Register ``gan2shape synthesize`` and ``gan2shape viewlight``."""
+    q = subparsers.add_parser("viewlight", help=_cmd_viewlight.__doc__)
+    q.add_argument("--family", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    q.add_argument("--n", type=int, default=20000, help="scenes per family")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--view-out", type=Path, required=True)
+    q.add_argument("--light-out", type=Path, required=True)
+    q.set_defaults(func=_cmd_viewlight)
     p = subparsers.add_parser("synthesize", help=_cmd_synthesize.__doc__)
     p.add_argument("--family", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="object families")
     p.add_argument("--n", type=int, required=True, help="images per family")
