@@ -200,6 +200,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     for i, t in enumerate(targets):
         out = args.out if n == 1 else args.out / t.name
         write_result(result, i, out, save_model=model.nets_state() if args.save_model else None)
+    if args.checkpoint is not None and not args.keep_checkpoint:
+        args.checkpoint.unlink(missing_ok=True)  # only needed to resume an unfinished run
     log.info("done: %s in %.1f s", ", ".join(result.names), result.seconds)
     return 0
 
@@ -278,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
     r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
     r.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     r.add_argument("--log-every", type=int, default=50)
     r.add_argument("--save-model", action="store_true", help="also write the trained nets (model.pth)")

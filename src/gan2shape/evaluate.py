@@ -94,7 +94,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    """The run's headline numbers: accuracy of the main method, every method's table, seconds per image."""
+    import json
+
+    runs = []
+    for path in args.runs:
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{path}: unreadable run metrics ({e})")
+    seconds = [r["seconds"] for r in runs if "seconds" in r]
+    out: dict = {"dataset": args.dataset, "preset": args.preset, "np": args.np, "runs": len(runs),
+                 "seconds_per_image": sum(seconds) / len(seconds) if seconds else math.nan}
+    if args.evaluation is not None:
+        ev = json.loads(Path(args.evaluation).read_text())
+        methods = ev["methods"]
+        if args.main not in methods:
+            raise SystemExit(f"{args.evaluation}: no method {args.main!r} (have {sorted(methods)})")
+        out.update({k: methods[args.main][k] for k in ("side_mean", "side_std", "mad_mean", "mad_std")})
+        out["main_method"] = args.main
+        out["methods"] = methods
+    save_json(out, args.out)
+    return 0
+
+
 def add_cli(sub) -> None:
+    s = sub.add_parser("summarize", help=cmd_summarize.__doc__)
+    s.add_argument("--runs", nargs="+", required=True, type=Path, help="reconstruct metrics.json files")
+    s.add_argument("--evaluation", type=Path, help="`gan2shape evaluate --out-json` file")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--preset", required=True)
+    s.add_argument("--np", type=int, required=True)
+    s.add_argument("--main", required=True, help="method whose SIDE/MAD are the headline numbers")
+    s.add_argument("--out", required=True, type=Path)
+    s.set_defaults(func=cmd_summarize)
+
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__)
     p.add_argument("--list", required=True, type=Path, help="file with one image name per line")
     p.add_argument("--gt", required=True, help="ground-truth depth pattern with {name} (.npy or depth PNG)")

@@ -1,7 +1,7 @@
 """Device smoke benchmark: how fast are the synthetic renderer, GAN training, GAN2Shape steps and
 inversion on this GPU? Prints a table; writes JSON to $OUT (or ./bench_out).
 
-    source .devcarry/activate.sh && python3 benchmarks/device_smoke.py
+    source .devcarry/activate.sh && python3 workflow/scripts/device_smoke.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
 
 def timed(fn, n: int, warmup: int = 2) -> float:

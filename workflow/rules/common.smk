@@ -1,0 +1,143 @@
+# Helpers shared by the rules: the dataset table, the image list, per-image paths.
+# (No lambdas in rules: every input function lives here.)
+import os
+from pathlib import Path
+
+DS = config["dataset"]
+PRESET = config["presets"][config["preset"]]
+RES = f"results/{DS}"
+SYN = config["synthetic"]
+
+# Facts about each dataset: the method preset of the original configs, where the release puts its
+# files (METHOD §9), which parser and which category rules apply.
+CK = "checkpoints"
+DATASETS = {
+    "synthetic-face": dict(kind="synthetic", family="face", preset="synface", size=64),
+    "synthetic-box": dict(kind="synthetic", family="box", preset="synface", size=64),
+    "celeba": dict(kind="real", preset="celeba", parse="face", size=128, root="data/celeba",
+                   list="list_200-399.txt", gan=f"{CK}/stylegan2/stylegan2-celeba-config-e.pt",
+                   view_mvn=f"{CK}/view_light/celeba_view_mvn.pth", light_mvn=f"{CK}/view_light/celeba_light_mvn.pth",
+                   parser=f"{CK}/parsing/bisenet.pth", pretrain=f"{CK}/gan2shape/celeba_pretrain.pth", gt=False),
+    "cat": dict(kind="real", preset="cat", parse="cat", size=128, root="data/cat", list="list_200-215.txt",
+                gan=f"{CK}/stylegan2/stylegan2-catface-config-e.pt", view_mvn=f"{CK}/view_light/cat_view_mvn.pth",
+                light_mvn=f"{CK}/view_light/cat_light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth",
+                pretrain=f"{CK}/gan2shape/cat_pretrain.pth", gt=False),
+    "car": dict(kind="real", preset="car", parse="car", size=128, root="data/car", list="list.txt",
+                gan=f"{CK}/stylegan2/stylegan2-car-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
+                light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth", pretrain=None,
+                gt=False),
+    "church": dict(kind="real", preset="church", parse="church", size=128, root="data/church", list="list.txt",
+                   gan=f"{CK}/stylegan2/stylegan2-church-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
+                   light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_ade20k.pth",
+                   pretrain=None, gt=False),
+    "synface": dict(kind="real", preset="synface", parse="synface", size=64, root="data/synface/test",
+                    list="list.txt", gan=f"{CK}/stylegan2/stylegan2-synface-config-e.pt",
+                    view_mvn=f"{CK}/view_light/synface_view_mvn.pth",
+                    light_mvn=f"{CK}/view_light/synface_light_mvn.pth", parser=f"{CK}/parsing/bisenet.pth",
+                    pretrain=f"{CK}/gan2shape/synface_pretrain.pth", gt=True),
+}
+D = DATASETS[DS]
+SYNTHETIC = D["kind"] == "synthetic"
+
+if SYNTHETIC:
+    ROOT = f"data/synthetic/test/{D['family']}"
+    LIST = f"{ROOT}/list.txt"
+    GAN, VIEW_MVN, LIGHT_MVN = SYN["gan"], SYN["view_mvn"], SYN["light_mvn"]
+else:
+    ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
+    GAN, VIEW_MVN, LIGHT_MVN = D["gan"], D["view_mvn"], D["light_mvn"]
+
+
+def _read_list(path):
+    """Image tokens of a list file (first whitespace-separated token per line); [] before download."""
+    if not os.path.exists(path):
+        return []
+    return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+TOKENS = _read_list(LIST)
+if PRESET["images"]:
+    TOKENS = TOKENS[: PRESET["images"]]
+IMAGES = [Path(t).stem for t in TOKENS]
+TOKEN = dict(zip(IMAGES, TOKENS))
+
+# With a released joint-pretraining checkpoint (celeba, cat, synface) the original starts from it
+# instead of a prior; the DAG then has one "prior" called official.
+OFFICIAL = (not SYNTHETIC) and D.get("pretrain") and config["reconstruct"]["official_pretrain"]
+PRIORS = ["official"] if OFFICIAL else list(config["prior"]["names"])
+
+
+wildcard_constraints:
+    image="|".join(IMAGES) if IMAGES else "NO_IMAGES",
+    prior="|".join(PRIORS),
+
+
+def image_path(wildcards):
+    if SYNTHETIC:
+        return f"{ROOT}/{wildcards.image}.png"
+    token = TOKEN[wildcards.image]
+    for cand in (f"{ROOT}/{token}", f"{ROOT}/images/{token}"):
+        if os.path.exists(cand):
+            return cand
+    return f"{ROOT}/{token}"
+
+
+def latent_path(wildcards):
+    if SYNTHETIC:
+        return f"{RES}/invert/{wildcards.image}.pt"
+    return f"{ROOT}/latents/{wildcards.image}.pt"
+
+
+def gt_depth_path(wildcards):
+    """Ground-truth depth (synthetic world, synface) or [] when the dataset has none."""
+    if SYNTHETIC:
+        return f"{ROOT}/{wildcards.image}_depth.png"
+    if D.get("gt"):
+        return image_path(wildcards).replace("image", "depth")
+    return []
+
+
+def gt_flag(wildcards):
+    gt = gt_depth_path(wildcards)
+    return f"--gt-depth {gt}" if gt else ""
+
+
+def pretrain_path(wildcards):
+    if wildcards.prior == "official":
+        return D["pretrain"]
+    return f"{RES}/pretrain/{wildcards.prior}/{wildcards.image}.pth"
+
+
+class _W:
+    def __init__(self, image):
+        self.image = image
+
+
+def all_images(wildcards=None):
+    return [image_path(_W(n)) for n in IMAGES]
+
+
+def all_latents(wildcards=None):
+    return [latent_path(_W(n)) for n in IMAGES]
+
+
+def stage_flags():
+    """Schedule flags of the chosen preset (empty when the dataset's original schedule applies)."""
+    flags = []
+    if PRESET["stage_iters"]:
+        flags += ["--stage-iters", ",".join(str(v) for v in PRESET["stage_iters"])]
+    if PRESET["num_stages"]:
+        flags += ["--num-stages", str(PRESET["num_stages"])]
+    if PRESET["collect_iters"]:
+        flags += ["--collect-iters", str(PRESET["collect_iters"])]
+    return " ".join(flags)
+
+
+def reconstructions():
+    return expand(f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json", prior=PRIORS, image=IMAGES)
+
+
+def all_targets():
+    if not IMAGES:  # real dataset not downloaded yet: fetch it first, then run again
+        return [LIST]
+    return [f"{RES}/metrics.json", "results/metrics.json", "results/report/index.html"]

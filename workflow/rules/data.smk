@@ -1,0 +1,66 @@
+# Inputs: the synthetic world's held-out renders, the official release (real datasets), GAN inversion.
+
+
+rule synthesize:
+    """Render the synthetic world's held-out test set with ground truth (deterministic by seed)."""
+    output:
+        lst=f"data/synthetic/test/{{family}}/list.txt",
+    params:
+        n=SYN["test_n"],
+        seed=SYN["test_seed"],
+        size=SYN["size"],
+        supersample=SYN["supersample"],
+        device=config["device"],
+    log:
+        "logs/synthesize/{family}.log",
+    benchmark:
+        "logs/benchmarks/synthesize/{family}.tsv"
+    shell:
+        "gan2shape synthesize --family {wildcards.family} --n {params.n} --seed {params.seed} "
+        "--size {params.size} --supersample {params.supersample} --device {params.device} "
+        "--out data/synthetic/test > {log} 2>&1"
+
+
+if not SYNTHETIC:
+
+    rule download:
+        """Fetch and verify the official GAN2Shape release (and VGG16 for LPIPS) for a real dataset."""
+        output:
+            lst=LIST,
+        params:
+            dataset=DS,
+            mirror=f"--mirror {config['download']['mirror']}" if config["download"]["mirror"] else "",
+            retries=config["download"]["retries"],
+            timeout=config["download"]["timeout"],
+        log:
+            "logs/download.log",
+        shell:
+            "gan2shape download --what release vgg --dataset {params.dataset} --dest . {params.mirror} "
+            "--retries {params.retries} --timeout {params.timeout} > {log} 2>&1"
+
+
+rule invert:
+    """Project the synthetic test images into W (batched; the real datasets ship their latents)."""
+    input:
+        images=all_images,
+        masks=expand(f"{RES}/segment/{{image}}_mask.png", image=IMAGES),
+        gan=GAN,
+    output:
+        latents=expand(f"{RES}/invert/{{image}}.pt", image=IMAGES),
+        summary=f"{RES}/invert/inversion_summary.json",
+    params:
+        steps=PRESET["inversion_steps"],
+        space=config["invert"]["space"],
+        perceptual=config["invert"]["perceptual"],
+        seed=config["seed"],
+        device=config["device"],
+    resources:
+        gpu=1,
+    log:
+        f"{RES}/logs/invert.log",
+    benchmark:
+        f"{RES}/benchmarks/invert.tsv"
+    shell:
+        "gan2shape invert --gan {input.gan} --images {input.images} --masks {input.masks} "
+        "--out-dir {RES}/invert --steps {params.steps} --space {params.space} "
+        "--perceptual {params.perceptual} --seed {params.seed} --device {params.device} > {log} 2>&1"

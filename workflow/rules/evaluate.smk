@@ -1,0 +1,111 @@
+# Accuracy against ground truth, the run summary DVC tracks, figures per image, the HTML report.
+
+
+def evaluate_methods(wildcards=None):
+    """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape with each prior."""
+    methods = ["constant=constant"]
+    methods += [f"prior-{p}={RES}/prior/{p}/{{name}}.npy" for p in PRIORS if p != "official"]
+    methods += [f"gan2shape-{p}={RES}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in PRIORS]
+    return " ".join(methods)
+
+
+def evaluate_gt_pattern(wildcards=None):
+    """Ground-truth depth path with a {name} placeholder (filled in by `gan2shape evaluate`)."""
+    return f"{ROOT}/{{name}}_depth.png" if SYNTHETIC else f"{ROOT}/depth/{{name}}.png"
+
+
+def evaluate_inputs(wildcards=None):
+    files = reconstructions()
+    files += expand(f"{RES}/prior/{{prior}}/{{image}}.npy", prior=[p for p in PRIORS if p != "official"],
+                    image=IMAGES)
+    return files
+
+
+if SYNTHETIC or D.get("gt"):
+
+    rule evaluate:
+        """SIDE / MAD of every method against the ground-truth depth."""
+        input:
+            evaluate_inputs,
+            gt=expand("{gt}", gt=[gt_depth_path(_W(n)) for n in IMAGES]),
+        output:
+            json=f"{RES}/evaluation.json",
+            csv="results/per_image.csv",
+        params:
+            names=" ".join(IMAGES),
+            gt=evaluate_gt_pattern,
+            encoding="synthetic" if SYNTHETIC else "unsup3d",
+            methods=evaluate_methods,
+            size=D["size"],
+            dataset=DS,
+        log:
+            f"{RES}/logs/evaluate.log",
+        shell:
+            "(mkdir -p {RES} && printf '%s\\n' {params.names} > {RES}/evaluated.txt && "
+            "gan2shape evaluate --list {RES}/evaluated.txt --gt '{params.gt}' --gt-encoding {params.encoding} "
+            "--method {params.methods} --image-size {params.size} --dataset {params.dataset} "
+            "--out-json {output.json} --out-csv {output.csv}) > {log} 2>&1"
+
+
+rule summarize:
+    """The run's headline numbers (results/<dataset>/metrics.json and the DVC metric results/metrics.json)."""
+    input:
+        runs=reconstructions(),
+        evaluation=f"{RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else [],
+    output:
+        ds=f"{RES}/metrics.json",
+        top="results/metrics.json",
+    params:
+        evaluation=f"--evaluation {RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else "",
+        dataset=DS,
+        preset=config["preset"],
+        np=config["np"],
+        main=f"gan2shape-{PRIORS[0]}",
+    log:
+        f"{RES}/logs/summarize.log",
+    shell:
+        "(gan2shape summarize --runs {input.runs} {params.evaluation} --dataset {params.dataset} "
+        "--preset {params.preset} --np {params.np} --main {params.main} --out {output.ds} && "
+        "cp {output.ds} {output.top}) > {log} 2>&1"
+
+
+rule figures:
+    """Per image: depth / normal / albedo / shading maps, relighting and rotation GIFs, meshes, a panel."""
+    input:
+        run=f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json",
+        image=image_path,
+    output:
+        panel=f"{RES}/figures/{{prior}}/{{image}}/panel.png",
+        relight=f"{RES}/figures/{{prior}}/{{image}}/relight.gif",
+        rotate=f"{RES}/figures/{{prior}}/{{image}}/rotate.gif",
+        mesh=f"{RES}/figures/{{prior}}/{{image}}/mesh.obj",
+    params:
+        run=f"{RES}/reconstruct/{{prior}}/{{image}}",
+        out=f"{RES}/figures/{{prior}}/{{image}}",
+        size=D["size"],
+        frames=config["figures"]["frames"],
+        max_yaw=45 if D["preset"] in ("car", "church") else 70,
+    log:
+        f"{RES}/logs/figures/{{prior}}/{{image}}.log",
+    shell:
+        "gan2shape figures --result-dir {params.run} --image {input.image} --out-dir {params.out} "
+        "--image-size {params.size} --n-frames {params.frames} --max-yaw {params.max_yaw} > {log} 2>&1"
+
+
+rule report:
+    """A static HTML page linking metrics, plots and every image's figures."""
+    input:
+        metrics=f"{RES}/metrics.json",
+        panels=expand(f"{RES}/figures/{{prior}}/{{image}}/panel.png", prior=PRIORS, image=IMAGES),
+        evaluation=f"{RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else [],
+        csv="results/per_image.csv" if (SYNTHETIC or D.get("gt")) else [],
+    output:
+        html="results/report/index.html",
+    params:
+        dirs=expand(f"{RES}/figures/{{prior}}/{{image}}", prior=PRIORS, image=IMAGES),
+        title=f"GAN2Shape on {DS} ({config['preset']} preset, N_p = {config['np']})",
+    log:
+        f"{RES}/logs/report.log",
+    shell:
+        "gan2shape report --metrics-json {input.metrics} {input.evaluation} --metrics-csv {input.csv} "
+        "--image-dirs {params.dirs} --out {output.html} --title '{params.title}' > {log} 2>&1"

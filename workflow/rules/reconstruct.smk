@@ -1,0 +1,55 @@
+# GAN2Shape per image (one job per image and prior; resumable from its checkpoint).
+
+
+rule reconstruct:
+    """Recover depth, albedo, view and light of one image (instance-specific training)."""
+    input:
+        image=image_path,
+        latent=latent_path,
+        pretrain=pretrain_path,
+        gt=gt_depth_path,
+        gan=GAN,
+        view_mvn=VIEW_MVN,
+        light_mvn=LIGHT_MVN,
+    output:
+        depth=f"{RES}/reconstruct/{{prior}}/{{image}}/depth.npy",
+        recon_depth=f"{RES}/reconstruct/{{prior}}/{{image}}/recon_depth.npy",
+        albedo=f"{RES}/reconstruct/{{prior}}/{{image}}/albedo.npy",
+        view=f"{RES}/reconstruct/{{prior}}/{{image}}/view.json",
+        light=f"{RES}/reconstruct/{{prior}}/{{image}}/light.json",
+        metrics=f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json",
+        loss_log=f"{RES}/reconstruct/{{prior}}/{{image}}/log.json",
+    params:
+        out=f"{RES}/reconstruct/{{prior}}/{{image}}",
+        checkpoint=f"{RES}/checkpoints/{{prior}}/{{image}}.ckpt",
+        preset=D["preset"],
+        size=D["size"],
+        crop="--crop 0" if SYNTHETIC else "",
+        np=config["np"],
+        schedule=stage_flags(),
+        gt=gt_flag,
+        gt_encoding="synthetic" if SYNTHETIC else "unsup3d",
+        perceptual=config["reconstruct"]["perceptual"],
+        vgg=f"--vgg {config['reconstruct']['vgg']}" if config["reconstruct"]["perceptual"] == "lpips_vgg" else "",
+        step3_pool=config["reconstruct"]["step3_pool"],
+        optimizers=config["reconstruct"]["optimizers"],
+        bins=config["reconstruct"]["raster_bin_size"],
+        every=config["reconstruct"]["checkpoint_every"],
+        seed=config["seed"],
+        device=config["device"],
+    resources:
+        gpu=1,
+    log:
+        f"{RES}/logs/reconstruct/{{prior}}/{{image}}.log",
+    benchmark:
+        f"{RES}/benchmarks/reconstruct/{{prior}}/{{image}}.tsv"
+    shell:
+        "gan2shape reconstruct --preset {params.preset} --image-size {params.size} {params.crop} "
+        "--np {params.np} {params.schedule} --image {input.image} --latent {input.latent} "
+        "--pretrain {input.pretrain} {params.gt} "
+        "--gt-encoding {params.gt_encoding} --name {wildcards.image} "
+        "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
+        "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
+        "--optimizers {params.optimizers} --raster-bin-size {params.bins} --seed {params.seed} "
+        "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
+        "--out {params.out} > {log} 2>&1"
