@@ -10,6 +10,7 @@ SYN = config["synthetic"]
 
 # Facts about each dataset: the method preset of the original configs, where the release puts its
 # files (METHOD §9), which parser and which category rules apply.
+ENV = "../envs/gan2shape.yaml"  # the conda environment of every rule (`--sdm conda`)
 CK = "checkpoints"
 DATASETS = {
     "synthetic-face": dict(kind="synthetic", family="face", preset="synface", size=64),
@@ -31,7 +32,7 @@ DATASETS = {
                    light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_ade20k.pth",
                    pretrain=None, gt=False),
     "synface": dict(kind="real", preset="synface", parse="synface", size=64, root="data/synface/test",
-                    list="list.txt", gan=f"{CK}/stylegan2/stylegan2-synface-config-e.pt",
+                    list="list.txt", images="image", gan=f"{CK}/stylegan2/stylegan2-synface-config-e.pt",
                     view_mvn=f"{CK}/view_light/synface_view_mvn.pth",
                     light_mvn=f"{CK}/view_light/synface_light_mvn.pth", parser=f"{CK}/parsing/bisenet.pth",
                     pretrain=f"{CK}/gan2shape/synface_pretrain.pth", gt=True),
@@ -76,10 +77,11 @@ def image_path(wildcards):
     if SYNTHETIC:
         return f"{ROOT}/{wildcards.image}.png"
     token = TOKEN[wildcards.image]
-    for cand in (f"{ROOT}/{token}", f"{ROOT}/images/{token}"):
-        if os.path.exists(cand):
+    sub = D.get("images")
+    for cand in (f"{ROOT}/{sub}/{token}" if sub else None, f"{ROOT}/{token}", f"{ROOT}/images/{token}"):
+        if cand and os.path.exists(cand):
             return cand
-    return f"{ROOT}/{token}"
+    return f"{ROOT}/{sub}/{token}" if sub else f"{ROOT}/{token}"
 
 
 def latent_path(wildcards):
@@ -141,3 +143,49 @@ def all_targets():
     if not IMAGES:  # real dataset not downloaded yet: fetch it first, then run again
         return [LIST]
     return [f"{RES}/metrics.json", "results/metrics.json", "results/report/index.html"]
+
+
+def prior_source(wildcards):
+    if wildcards.prior in ("confidence", "smoothed_confidence"):
+        return {"conf": f"{RES}/segment/{wildcards.image}_conf.npy"}
+    return {"mask": f"{RES}/segment/{wildcards.image}_mask.png"}
+
+
+def prior_flags(wildcards, input):
+    if "conf" in input.keys():
+        return f"--confidence {input.conf}"
+    return f"--mask {input.mask}"
+
+
+def evaluate_methods(wildcards=None):
+    """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape with each prior."""
+    methods = ["constant=constant"]
+    methods += [f"prior-{p}={RES}/prior/{p}/{{name}}.npy" for p in PRIORS if p != "official"]
+    methods += [f"gan2shape-{p}={RES}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in PRIORS]
+    return " ".join(methods)
+
+
+def evaluate_gt_pattern(wildcards=None):
+    """Ground-truth depth path with a {name} placeholder (filled in by `gan2shape evaluate`)."""
+    return f"{ROOT}/{{name}}_depth.png" if SYNTHETIC else f"{ROOT}/depth/{{name}}.png"
+
+
+def evaluate_inputs(wildcards=None):
+    files = reconstructions()
+    files += expand(f"{RES}/prior/{{prior}}/{{image}}.npy", prior=[p for p in PRIORS if p != "official"],
+                    image=IMAGES)
+    return files
+
+
+def out_dir(wildcards, output):
+    """The folder of a rule's first output (lint: no hard-coded output prefixes)."""
+    return os.path.dirname(output[0])
+
+
+def run_dir(wildcards, input):
+    """The reconstruct folder of a figures job."""
+    return os.path.dirname(input.run)
+
+
+def evaluated_list(wildcards, output):
+    return os.path.join(os.path.dirname(output.json), "evaluated.txt")

@@ -3,6 +3,8 @@
 
 rule synthesize:
     """Render the synthetic world's held-out test set with ground truth (deterministic by seed)."""
+    conda:
+        ENV
     output:
         lst=f"data/synthetic/test/{{family}}/list.txt",
     params:
@@ -25,6 +27,8 @@ if not SYNTHETIC:
 
     rule download:
         """Fetch and verify the official GAN2Shape release (and VGG16 for LPIPS) for a real dataset."""
+        conda:
+            ENV
         output:
             lst=LIST,
         params:
@@ -41,6 +45,8 @@ if not SYNTHETIC:
 
 rule invert:
     """Project the synthetic test images into W (batched; the real datasets ship their latents)."""
+    conda:
+        ENV
     input:
         images=all_images,
         masks=expand(f"{RES}/segment/{{image}}_mask.png", image=IMAGES),
@@ -49,6 +55,7 @@ rule invert:
         latents=expand(f"{RES}/invert/{{image}}.pt", image=IMAGES),
         summary=f"{RES}/invert/inversion_summary.json",
     params:
+        out=out_dir,
         steps=PRESET["inversion_steps"],
         space=config["invert"]["space"],
         perceptual=config["invert"]["perceptual"],
@@ -62,5 +69,5 @@ rule invert:
         f"{RES}/benchmarks/invert.tsv"
     shell:
         "gan2shape invert --gan {input.gan} --images {input.images} --masks {input.masks} "
-        "--out-dir {RES}/invert --steps {params.steps} --space {params.space} "
+        "--out-dir {params.out} --steps {params.steps} --space {params.space} "
         "--perceptual {params.perceptual} --seed {params.seed} --device {params.device} > {log} 2>&1"

@@ -1,30 +1,12 @@
 # Accuracy against ground truth, the run summary DVC tracks, figures per image, the HTML report.
 
 
-def evaluate_methods(wildcards=None):
-    """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape with each prior."""
-    methods = ["constant=constant"]
-    methods += [f"prior-{p}={RES}/prior/{p}/{{name}}.npy" for p in PRIORS if p != "official"]
-    methods += [f"gan2shape-{p}={RES}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in PRIORS]
-    return " ".join(methods)
-
-
-def evaluate_gt_pattern(wildcards=None):
-    """Ground-truth depth path with a {name} placeholder (filled in by `gan2shape evaluate`)."""
-    return f"{ROOT}/{{name}}_depth.png" if SYNTHETIC else f"{ROOT}/depth/{{name}}.png"
-
-
-def evaluate_inputs(wildcards=None):
-    files = reconstructions()
-    files += expand(f"{RES}/prior/{{prior}}/{{image}}.npy", prior=[p for p in PRIORS if p != "official"],
-                    image=IMAGES)
-    return files
-
-
 if SYNTHETIC or D.get("gt"):
 
     rule evaluate:
         """SIDE / MAD of every method against the ground-truth depth."""
+        conda:
+            ENV
         input:
             evaluate_inputs,
             gt=expand("{gt}", gt=[gt_depth_path(_W(n)) for n in IMAGES]),
@@ -33,6 +15,7 @@ if SYNTHETIC or D.get("gt"):
             csv="results/per_image.csv",
         params:
             names=" ".join(IMAGES),
+            names_file=evaluated_list,
             gt=evaluate_gt_pattern,
             encoding="synthetic" if SYNTHETIC else "unsup3d",
             methods=evaluate_methods,
@@ -41,14 +24,16 @@ if SYNTHETIC or D.get("gt"):
         log:
             f"{RES}/logs/evaluate.log",
         shell:
-            "(mkdir -p {RES} && printf '%s\\n' {params.names} > {RES}/evaluated.txt && "
-            "gan2shape evaluate --list {RES}/evaluated.txt --gt '{params.gt}' --gt-encoding {params.encoding} "
+            "(printf '%s\\n' {params.names} > {params.names_file} && "
+            "gan2shape evaluate --list {params.names_file} --gt '{params.gt}' --gt-encoding {params.encoding} "
             "--method {params.methods} --image-size {params.size} --dataset {params.dataset} "
             "--out-json {output.json} --out-csv {output.csv}) > {log} 2>&1"
 
 
 rule summarize:
     """The run's headline numbers (results/<dataset>/metrics.json and the DVC metric results/metrics.json)."""
+    conda:
+        ENV
     input:
         runs=reconstructions(),
         evaluation=f"{RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else [],
@@ -71,6 +56,8 @@ rule summarize:
 
 rule figures:
     """Per image: depth / normal / albedo / shading maps, relighting and rotation GIFs, meshes, a panel."""
+    conda:
+        ENV
     input:
         run=f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json",
         image=image_path,
@@ -80,8 +67,8 @@ rule figures:
         rotate=f"{RES}/figures/{{prior}}/{{image}}/rotate.gif",
         mesh=f"{RES}/figures/{{prior}}/{{image}}/mesh.obj",
     params:
-        run=f"{RES}/reconstruct/{{prior}}/{{image}}",
-        out=f"{RES}/figures/{{prior}}/{{image}}",
+        run=run_dir,
+        out=out_dir,
         size=D["size"],
         frames=config["figures"]["frames"],
         max_yaw=45 if D["preset"] in ("car", "church") else 70,
@@ -94,6 +81,8 @@ rule figures:
 
 rule report:
     """A static HTML page linking metrics, plots and every image's figures."""
+    conda:
+        ENV
     input:
         metrics=f"{RES}/metrics.json",
         panels=expand(f"{RES}/figures/{{prior}}/{{image}}/panel.png", prior=PRIORS, image=IMAGES),

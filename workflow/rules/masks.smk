@@ -3,6 +3,8 @@
 
 rule segment:
     """Masks (soft borders) and confidences of every image of the dataset."""
+    conda:
+        ENV
     input:
         images=all_images,
         net=SYN["segmenter"] if SYNTHETIC else D.get("parser", []),
@@ -10,6 +12,7 @@ rule segment:
         masks=expand(f"{RES}/segment/{{image}}_mask.png", image=IMAGES),
         conf=expand(f"{RES}/segment/{{image}}_conf.npy", image=IMAGES),
     params:
+        out=out_dir,
         command="segment" if SYNTHETIC else f"segment-real --category {D.get('parse')}",
         size=D["size"],
         parser_size=f"--parser-size {config['segment']['parser_size']}" if SYNTHETIC else "",
@@ -25,4 +28,4 @@ rule segment:
     shell:
         "gan2shape {params.command} --checkpoint {input.net} --images {input.images} --image-size {params.size} "
         "{params.parser_size} {params.faithful} --confidence {params.confidence} --device {params.device} "
-        "--out-dir {RES}/segment > {log} 2>&1"
+        "--out-dir {params.out} > {log} 2>&1"

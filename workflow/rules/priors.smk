@@ -1,20 +1,10 @@
 # Shape priors from masks / confidences, and the depth net pre-fitted to each prior.
 
 
-def prior_source(wildcards):
-    if wildcards.prior in ("confidence", "smoothed_confidence"):
-        return {"conf": f"{RES}/segment/{wildcards.image}_conf.npy"}
-    return {"mask": f"{RES}/segment/{wildcards.image}_mask.png"}
-
-
-def prior_flags(wildcards, input):
-    if "conf" in input.keys():
-        return f"--confidence {input.conf}"
-    return f"--mask {input.mask}"
-
-
 rule prior:
     """One image's depth prior (ellipsoid, masked/smoothed box, confidence) from its mask."""
+    conda:
+        ENV
     input:
         unpack(prior_source),
     output:
@@ -34,6 +24,8 @@ rule prior:
 
 rule pretrain_depth:
     """Pre-fit the depth net of one image to its prior (written as an official pretrain file)."""
+    conda:
+        ENV
     input:
         image=image_path,
         prior=f"{RES}/prior/{{prior}}/{{image}}.npy",

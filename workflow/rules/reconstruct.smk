@@ -3,6 +3,8 @@
 
 rule reconstruct:
     """Recover depth, albedo, view and light of one image (instance-specific training)."""
+    conda:
+        ENV
     input:
         image=image_path,
         latent=latent_path,
@@ -20,7 +22,7 @@ rule reconstruct:
         metrics=f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json",
         loss_log=f"{RES}/reconstruct/{{prior}}/{{image}}/log.json",
     params:
-        out=f"{RES}/reconstruct/{{prior}}/{{image}}",
+        out=out_dir,
         checkpoint=f"{RES}/checkpoints/{{prior}}/{{image}}.ckpt",
         preset=D["preset"],
         size=D["size"],

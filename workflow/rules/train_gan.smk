@@ -3,10 +3,12 @@
 
 rule train_gan:
     """StyleGAN2 on on-the-fly synthetic renders; resumable; `snakemake train_gan` to run."""
+    conda:
+        ENV
     output:
         gan=f"{config['train_gan']['out_dir']}/synthetic_gan.pt",
     params:
-        out=config["train_gan"]["out_dir"],
+        out=out_dir,
         steps=config["train_gan"]["steps"],
         pool=config["train_gan"]["pool"],
         r1=config["train_gan"]["r1"],
