@@ -22,5 +22,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
+# The synthetic world end to end on the CPU (params.yaml: dataset synthetic-face, preset demo):
+# segment -> invert -> priors -> pretrain -> reconstruct -> evaluate -> figures -> results/report/index.html
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake all --cores 2 --resources gpu=1
+
 clean-env:
 	rm -rf $(VENV)

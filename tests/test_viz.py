@@ -1,0 +1,428 @@
+"""Figures, GIFs, meshes, plots and the HTML report (gan2shape.viz), on 32-px sphere caps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan2shape import viz
+from gan2shape.renderer import Renderer, compose_texture, shade
+
+S = 32
+
+
+def sphere_cap(size: int = S, near: float = 0.95, far: float = 1.1, radius: float = 0.42) -> torch.Tensor:
+    """``1×S×S`` depth: a spherical bump (centre nearest) on a far plane."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    c = (size - 1) / 2
+    rho2 = ((yy - c) ** 2 + (xx - c) ** 2) / (radius * size) ** 2
+    return (far - (far - near) * (1 - rho2).clamp(min=0).sqrt())[None]
+
+
+def striped_albedo(size: int = S) -> torch.Tensor:
+    """``1×3×S×S`` albedo in [−1, 1] with a horizontal colour ramp (so rotations are visible)."""
+    x = torch.linspace(-0.8, 0.8, size)
+    a = torch.stack([x.expand(size, size), -x.expand(size, size), torch.full((size, size), 0.3)], 0)
+    return a[None]
+
+
+# --------------------------------------------------------------------------------------------
+# maps → images
+# --------------------------------------------------------------------------------------------
+
+def test_depth_to_color_near_is_bright_and_in_range():
+    d = sphere_cap()[0]
+    img = viz.depth_to_color(d)
+    assert img.shape == (3, S, S)
+    assert img.min() >= 0 and img.max() <= 1
+    lum = img.mean(0)
+    assert lum[S // 2, S // 2] > lum[0, 0] + 0.5  # centre (near) much brighter than the far corner
+    # monotone along a radius: nearer pixels are never darker
+    row = lum[S // 2, S // 2:]
+    assert (row[:-1] >= row[1:] - 1e-6).all()
+    # fixed range and another colour map
+    t = viz.depth_to_color(d, lo=0.9, hi=1.2, cmap="turbo")
+    assert t.shape == (3, S, S) and t.min() >= 0 and t.max() <= 1
+
+
+def test_normals_and_shading_images_of_a_plane():
+    n = torch.zeros(S, S, 3)
+    n[..., 2] = 1
+    img = viz.normals_to_image(n)
+    assert img.shape == (3, S, S)
+    assert torch.allclose(img, torch.tensor([0.5, 0.5, 1.0]).view(3, 1, 1).expand(3, S, S))
+    sh = viz.shading_image(n)
+    assert torch.allclose(sh, torch.full((3, S, S), 0.7))
+    # oblique light: 0.7·cos(45°)
+    assert torch.allclose(viz.shading_image(n, (1.0, 0.0, 1.0)), torch.full((3, S, S), 0.7 / math.sqrt(2)), atol=1e-6)
+    # the renderer's normals of a fronto-parallel plane give an (almost) constant image
+    rn = Renderer(S).normals(torch.ones(1, S, S))
+    ri = viz.normals_to_image(rn)
+    assert (ri - ri[:, S // 2, S // 2].view(3, 1, 1)).abs().max() < 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# relighting and rotations
+# --------------------------------------------------------------------------------------------
+
+def test_relight_frames_original_set():
+    r = Renderer(S)
+    depth, albedo = sphere_cap(), striped_albedo()
+    view = torch.tensor([[0.05, -0.1, 0.0, 0.01, 0.0, 0.0]])
+    frames = viz.relight_frames(r, depth, albedo, view, 0.6, 0.5)
+    assert frames.shape == (20, 3, S, S)
+    assert torch.isfinite(frames).all() and frames.min() >= -1 and frames.max() <= 1
+    flat = frames.reshape(20, -1)
+    diff = (flat[:, None] - flat[None]).abs().amax(-1)
+    assert (diff + torch.eye(20) > 1e-3).all()  # every pair of frames differs
+    assert len(viz.ORIGINAL_RELIGHT) == 20 and len(set(viz.ORIGINAL_RELIGHT)) == 20
+    circ = viz.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="circle", n_frames=6)
+    assert circ.shape == (6, 3, S, S)
+    with pytest.raises(ValueError):
+        viz.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="nope")
+
+
+def test_relight_frames_match_the_formula_at_identity_view():
+    r = Renderer(S, faithful=False)  # identity view reproduces every pixel exactly
+    depth, albedo = sphere_cap(), striped_albedo()
+    k_a, k_d = 0.55, 0.45
+    dx, dy, s = 0.7, 0.6, 0.3
+    frames = viz.relight_frames(r, depth, albedo, torch.zeros(1, 6), k_a, k_d, lights=[(dx, dy, s)])
+    d = torch.tensor([dx, dy, 1.0])
+    d = d / d.norm()
+    s_diff = (r.normals(depth) * d).sum(-1).clamp(min=0).unsqueeze(1)
+    want = compose_texture(albedo, k_a - 0.6 * s + (k_d + s) * s_diff).clamp(-1, 1)
+    assert torch.allclose(frames, want, atol=1e-4)
+
+
+def test_rotate_frames_identity_reproduces_the_shaded_texture():
+    # a smooth (linear) albedo: the 2×2 anti-aliasing sub-samples average to the vertex value
+    depth, albedo = sphere_cap(), striped_albedo() * 0.2
+    k_a, k_d, ldir = 0.5, 0.5, torch.tensor([0.3, -0.2, 1.0])
+    ident = torch.zeros(1, 6)
+    clean = Renderer(S, faithful=False)
+    tex = compose_texture(albedo, shade(clean.normals(depth), torch.tensor([k_a]), torch.tensor([k_d]),
+                                        (ldir / ldir.norm())[None])[0]).clamp(-1, 1)
+    out = viz.rotate_frames(clean, depth, albedo, k_a, k_d, ldir, ident)
+    assert out.shape == (1, 3, S, S)
+    err = (out - tex)[..., 1:-1, 1:-1].abs()
+    # exact on the flat part; on the curved cap the 2×2 anti-aliasing sub-samples average the shading
+    assert err.mean() < 0.015 and err.flatten().median() < 1e-3 and err.max() < 0.15
+    # faithful sub-sample positions: half a pixel off, still close on interior pixels
+    out_f = viz.rotate_frames(Renderer(S), depth, albedo, k_a, k_d, ldir, ident)
+    assert (out_f - tex)[..., 2:-2, 2:-2].abs().mean() < 0.03
+
+
+def test_rotate_frames_yaw_sweep():
+    r = Renderer(S, faithful=False)
+    depth = sphere_cap()
+    albedo = torch.zeros(1, 3, S, S)  # uniform grey: the frames show the shape only
+    views = torch.zeros(2, 6)
+    views[0, 1], views[1, 1] = math.radians(30), math.radians(-30)
+    out = viz.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
+    assert out.shape == (2, 3, S, S) and out.min() >= -1 and out.max() <= 1
+    assert (out[0] - out[1]).abs().max() > 0.5
+    for f in out:  # the rotated patch no longer covers the whole view: white background appears
+        assert (f.min(0).values > 0.99).any()
+    # a left-right symmetric shape with a frontal light: +30° is the mirror image of −30°
+    # (up to rim pixels: the rasteriser's 1e-3-sub-pixel sample nudge is not mirror symmetric)
+    mirror = (out[0].flip(-1) - out[1]).abs()
+    assert mirror.mean() < 0.01 and mirror.flatten().quantile(0.8) < 1e-3
+    # the sweep of the original figure (9 yaw + 5 pitch)
+    from gan2shape.sampling import rotation_sweep
+
+    sweep = viz.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), rotation_sweep())
+    assert sweep.shape == (14, 3, S, S) and torch.isfinite(sweep).all()
+
+
+# --------------------------------------------------------------------------------------------
+# GIF and meshes
+# --------------------------------------------------------------------------------------------
+
+def test_save_gif_roundtrip(tmp_path):
+    import imageio.v3 as iio
+
+    frames = torch.linspace(-1, 1, 5).view(5, 1, 1, 1).expand(5, 3, 8, 10).clone()
+    frames[:, 0, :4] = -1
+    path = viz.save_gif(frames, tmp_path / "a.gif", fps=5, upscale=3)
+    arr = iio.imread(path, index=None)
+    assert arr.shape[0] == 5 and arr.shape[1:3] == (24, 30)
+    assert not list(tmp_path.glob(".a.gif*"))  # no temp files left behind
+    # nearest upscaling and no upscaling
+    arr = iio.imread(viz.save_gif(frames, tmp_path / "b.gif", upscale=1, mode="nearest"), index=None)
+    assert arr.shape[:3] == (5, 8, 10)
+    with pytest.raises(ValueError):
+        viz.save_gif(frames[0], tmp_path / "c.gif")
+
+
+def _parse_obj(path: Path):
+    v, vt, vn, f, mtllib, usemtl = [], [], [], [], None, None
+    for line in path.read_text().splitlines():
+        p = line.split()
+        if not p or p[0] == "#":
+            continue
+        if p[0] == "v":
+            v.append([float(x) for x in p[1:]])
+        elif p[0] == "vt":
+            vt.append([float(x) for x in p[1:]])
+        elif p[0] == "vn":
+            vn.append([float(x) for x in p[1:]])
+        elif p[0] == "f":
+            f.append([[int(i) for i in q.split("/")] for q in p[1:]])
+        elif p[0] == "mtllib":
+            mtllib = p[1]
+        elif p[0] == "usemtl":
+            usemtl = p[1]
+    return np.array(v), np.array(vt), np.array(vn), np.array(f), mtllib, usemtl
+
+
+def test_save_mesh_obj(tmp_path):
+    r = Renderer(S)
+    depth = sphere_cap()[0]
+    tex = striped_albedo()[0]
+    paths = viz.save_mesh_obj(depth, r, tex, tmp_path / "m" / "mesh.obj")
+    v, vt, vn, f, mtllib, usemtl = _parse_obj(paths["obj"])
+    nv, nf = S * S + (S - 1) ** 2, 4 * (S - 1) ** 2
+    assert v.shape == (nv, 3) and vt.shape == (nv, 2) and vn.shape == (nv, 3)
+    assert f.shape == (nf, 3, 3)
+    assert f.min() == 1 and f.max() == nv  # 1-based, every vertex used
+    assert (f[..., 0] == f[..., 1]).all() and (f[..., 0] == f[..., 2]).all()
+    assert vt.min() >= 0 and vt.max() <= 1
+    assert np.allclose(np.linalg.norm(vn, axis=1), 1, atol=0.02)
+    # .obj → .mtl → .png
+    assert mtllib == "mesh.mtl" and (paths["obj"].parent / mtllib).is_file()
+    mtl = (paths["obj"].parent / mtllib).read_text()
+    assert f"newmtl {usemtl}" in mtl
+    png = [ln.split()[1] for ln in mtl.splitlines() if ln.startswith("map_Kd")][0]
+    assert png == "mesh.png" and Image.open(paths["obj"].parent / png).size == (S, S)
+    # one vertex by hand: pixel (r, c) = (3, 20) → P = z·((c − cx)/f, (r − cx)/f, 1) → (x, −y, 1 − z)·100
+    rr, cc = 3, 20
+    z = float(depth[rr, cc])
+    fx = (S - 1) / 2 / math.tan(math.radians(10.0) / 2)
+    cx = (S - 1) / 2
+    want = [100 * z * (cc - cx) / fx, -100 * z * (rr - cx) / fx, 100 * (1 - z)]
+    assert np.allclose(v[rr * S + cc], want, atol=1e-4)
+    assert np.allclose(vt[rr * S + cc], [cc / (S - 1), 1 - rr / (S - 1)], atol=1e-6)
+    # the centre vertex of quad (rr, cc) is the mean of its corners
+    ctr = v[S * S + rr * (S - 1) + cc]
+    corners = v[[rr * S + cc, rr * S + cc + 1, (rr + 1) * S + cc, (rr + 1) * S + cc + 1]]
+    assert np.allclose(ctr, corners.mean(0), atol=1e-4)
+    # faces are counter-clockwise seen from the camera (+z in mesh coordinates): normals face +z
+    tri = v[f[..., 0] - 1]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert (fn[:, 2] > 0).all()
+    # vertex normals agree with the face orientation (camera-facing)
+    assert (vn[:, 2] > 0).all()
+
+
+def _read_ply(path: Path):
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    counts = {ln.split()[1]: int(ln.split()[2]) for ln in header if ln.startswith("element")}
+    props = [ln.split()[-1] for ln in header if ln.startswith("property") and "list" not in ln]
+    return header, counts, props, data[end:]
+
+
+def test_save_mesh_ply_ascii_and_binary(tmp_path):
+    r = Renderer(S)
+    depth = sphere_cap()[0]
+    tex = striped_albedo()[0]
+    p = viz.save_mesh_ply(depth, r, tex, tmp_path / "mesh.ply")
+    header, counts, props, body = _read_ply(p)
+    assert header[0] == "ply" and header[1] == "format ascii 1.0"
+    assert counts == {"vertex": S * S, "face": 2 * (S - 1) ** 2}
+    assert props[-3:] == ["red", "green", "blue"]
+    lines = body.decode("ascii").splitlines()
+    assert len(lines) == S * S + 2 * (S - 1) ** 2
+    vert = np.array([ln.split() for ln in lines[:S * S]], dtype=float)
+    cols = vert[:, -3:]
+    assert cols.min() >= 0 and cols.max() <= 255 and (cols == cols.round()).all()
+    assert cols[:, 0].std() > 10  # the colour ramp is there
+    faces = np.array([ln.split() for ln in lines[S * S:]], dtype=int)
+    assert (faces[:, 0] == 3).all() and faces[:, 1:].min() == 0 and faces[:, 1:].max() == S * S - 1
+    # same vertex convention as the OBJ
+    obj_v = viz.mesh_vertices(depth, r).reshape(-1, 3).numpy()
+    assert np.allclose(vert[:, :3], obj_v, atol=1e-4)
+
+    pb = viz.save_mesh_ply(depth, r, tex, tmp_path / "mesh_b.ply", binary=True)
+    header, counts, _, body = _read_ply(pb)
+    assert header[1] == "format binary_little_endian 1.0"
+    assert len(body) == counts["vertex"] * (6 * 4 + 3) + counts["face"] * 13
+    vb = np.frombuffer(body[:counts["vertex"] * 27], dtype=[("p", "<f4", 3), ("n", "<f4", 3), ("c", "u1", 3)])
+    assert np.allclose(vb["p"], obj_v, atol=1e-4)
+    assert (vb["c"] == cols.astype(np.uint8)).all()
+
+
+# --------------------------------------------------------------------------------------------
+# per-image outputs, plots and report
+# --------------------------------------------------------------------------------------------
+
+def make_reconstruction(root: Path) -> tuple[Path, Path]:
+    """A fake `gan2shape reconstruct` folder and its input image."""
+    from gan2shape.data import save_json, save_npy
+
+    rd = root / "recon" / "img0"
+    depth = sphere_cap()
+    save_npy(depth[0], rd / "depth.npy")
+    save_npy(Renderer(S).warp_canon_depth(depth, torch.zeros(1, 6))[0], rd / "recon_depth.npy")
+    save_npy(striped_albedo()[0], rd / "albedo.npy")
+    save_json({"view_raw": [0.0, -0.1, 0.0, 0.0, 0.0, 0.0], "rotation_rad": [0.0, -0.1, 0.0],
+               "translation": [0.0, 0.0, 0.0]}, rd / "view.json")
+    save_json({"light_raw": [0.0, 0.0, 0.2, -0.1], "ambient": 0.5, "diffuse": 0.5,
+               "direction": [0.2, -0.1, 1.0]}, rd / "light.json")
+    save_json({"name": "img0", "seconds": 1.5, "iterations": 6, "side": 1.2, "mad": 14.0}, rd / "metrics.json")
+    save_json([{"iteration": 0, "step": 0, "prior_mse": 0.01},
+               *({"iteration": i, "stage": 0, "step": 1 + (i - 1) // 3, "loss": 1.0 / i} for i in range(1, 10))],
+              rd / "log.json")
+    img = root / "img0.png"
+    a = ((striped_albedo()[0] + 1) / 2 * 255).byte().permute(1, 2, 0).numpy()
+    Image.fromarray(a).resize((64, 64)).save(img)
+    return rd, img
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    root = tmp_path_factory.mktemp("viz")
+    rd, img = make_reconstruction(root)
+    files = viz.write_image_outputs(rd, img, root / "fig" / "img0", image_size=S)
+    return root, rd, img, files
+
+
+def test_write_image_outputs(figures):
+    import imageio.v3 as iio
+
+    root, rd, img, files = figures
+    out = root / "fig" / "img0"
+    for name in ("input.png", "depth.png", "normal.png", "albedo.png", "shading.png", "recon.png",
+                 "relight.gif", "rotate.gif", "mesh.obj", "mesh.mtl", "mesh.png", "mesh.ply", "panel.png"):
+        assert (out / name).is_file(), name
+        assert files[name] == out / name
+    assert Image.open(out / "depth.png").size == (S, S)
+    relight = iio.imread(out / "relight.gif", index=None)
+    rotate = iio.imread(out / "rotate.gif", index=None)
+    assert relight.shape[:3] == (20, 256, 256) and rotate.shape[:3] == (14, 256, 256)
+    # depth.png is a colour map (not grey), near centre brighter than the far corner
+    d = np.asarray(Image.open(out / "depth.png").convert("RGB")).astype(float)
+    assert d[S // 2, S // 2].sum() > d[0, 0].sum() + 100
+    assert not list(out.glob(".*"))  # no temp files left behind
+
+
+def test_write_image_outputs_errors(tmp_path):
+    rd, img = make_reconstruction(tmp_path)
+    (rd / "view.json").unlink()
+    with pytest.raises(FileNotFoundError, match="view.json"):
+        viz.write_image_outputs(rd, img, tmp_path / "out")
+    np.save(rd / "albedo.npy", np.zeros((3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="albedo.npy"):
+        viz.load_reconstruction(rd)
+
+
+def test_plots(tmp_path):
+    rows = [{"dataset": ds, "method": m, "image": f"i{i}", "side": str(1 + 0.1 * i + (m == "b")),
+             "mad": 10 + i + 3 * (m == "b")}
+            for ds in ("face", "cat") for m in ("a", "b") for i in range(4)]
+    side, mad = viz.plot_metrics(rows, tmp_path / "side.png", tmp_path / "mad.png")
+    viz.plot_metrics([r for r in rows if r["dataset"] == "face"], tmp_path / "s1.png", tmp_path / "m1.png")
+    logs = {"a": [{"iteration": i, "step": 1 + i // 4, "loss": 2.0 / (i + 1)} for i in range(12)],
+            "b": [{"iteration": 0, "step": 0, "prior_mse": 0.1},
+                  *({"iteration": i, "step": 1 + i // 4, "loss": 1.0 / (i + 1)} for i in range(12))]}
+    loss = viz.plot_losses(logs, tmp_path / "loss.png")
+    empty = viz.plot_losses({}, tmp_path / "empty.png")
+    for p in (side, mad, tmp_path / "s1.png", tmp_path / "m1.png", loss, empty):
+        im = Image.open(p)
+        assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+    panel = viz.image_panel([torch.rand(3, S, S), torch.rand(S, S)], ["a", "b"], tmp_path / "panel.png")
+    assert Image.open(panel).size[0] > Image.open(panel).size[1]
+    with pytest.raises(ValueError):
+        viz.image_panel([torch.rand(3, S, S)], ["a", "b"], tmp_path / "bad.png")
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("src", "href") and v:
+                self.links.append(v)
+
+
+def _check_links(html_path: Path) -> list[str]:
+    p = _Links()
+    p.feed(html_path.read_text())
+    for link in p.links:
+        assert "://" not in link and not link.startswith("//"), link  # nothing external
+        assert (html_path.parent / unquote(link)).is_file(), link
+    return p.links
+
+
+def test_write_report(figures, tmp_path):
+    root, rd, img, files = figures
+    fig_dir = root / "fig" / "img0"
+    side, mad = viz.plot_metrics([{"method": "m", "side": 1.0, "mad": 10.0},
+                                  {"method": "m", "side": 2.0, "mad": 12.0}],
+                                 tmp_path / "plots" / "side.png", tmp_path / "plots" / "mad.png")
+    summary = {"dataset": "synface", "images": 2,
+               "methods": {"gan2shape": {"n": 2, "side_mean": 1.5, "side_std": 0.5, "mad_mean": 11.0,
+                                         "mad_std": 1.0, "mad_unit_mean": 10.5, "mad_unit_std": 1.0}}}
+    out = tmp_path / "site" / "my report.html"
+    viz.write_report(out, [{"title": "Metrics", "summary": summary},
+                           {"title": "Plots", "figures": [side, mad]},
+                           {"title": "Images", "images": [{"dir": fig_dir, "name": "img0",
+                                                           "metrics": {"side": 1.2, "mad": 14.0}}]}],
+                     title="Test <report>", machine="test machine", date="2025-01-01")
+    text = out.read_text()
+    assert "Test &lt;report&gt;" in text and "test machine" in text and "2025-01-01" in text
+    assert "1.500 ± 0.500" in text and "gan2shape" in text
+    assert "<script" not in text and "stylesheet" not in text
+    links = _check_links(out)
+    for name in ("relight.gif", "rotate.gif", "depth.png", "mesh.obj", "mesh.ply", "input.png"):
+        assert any(unquote(l).endswith(name) for l in links), name
+    with pytest.raises(FileNotFoundError):
+        viz.write_report(tmp_path / "x.html", [{"figures": [tmp_path / "missing.png"]}])
+
+
+def test_cli_figures_and_report(tmp_path):
+    import csv
+
+    rd, img = make_reconstruction(tmp_path)
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command", required=True)
+    viz.add_cli(sub)
+    args = p.parse_args(["figures", "--result-dir", str(rd), "--image", str(img), "--n-frames", "3",
+                         "--lights", "circle"])
+    assert args.func(args) == 0
+    fig = rd / "figures"
+    assert (fig / "panel.png").is_file() and (fig / "mesh.ply").is_file()
+    metrics_json = tmp_path / "metrics.json"
+    metrics_json.write_text(json.dumps({"dataset": "d", "images": 1, "methods": {
+        "gan2shape": {"n": 1, "side_mean": 1.0, "side_std": 0.0, "mad_mean": 9.0, "mad_std": 0.0,
+                      "mad_unit_mean": 8.0, "mad_unit_std": 0.0}}}))
+    metrics_csv = tmp_path / "metrics.csv"
+    with open(metrics_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["dataset", "method", "image", "side", "mad", "mad_unit", "mae", "mse"])
+        w.writeheader()
+        for m, s in (("gan2shape", 1.0), ("constant", 3.0)):
+            w.writerow({"dataset": "d", "method": m, "image": "img0", "side": s, "mad": 9.0, "mad_unit": 8.0,
+                        "mae": 0.1, "mse": 0.01})
+    out = tmp_path / "report" / "index.html"
+    args = p.parse_args(["report", "--metrics-json", str(metrics_json), "--metrics-csv", str(metrics_csv),
+                         "--image-dirs", str(rd), "--out", str(out), "--title", "CLI report"])
+    assert args.func(args) == 0
+    for name in ("side.png", "mad.png", "losses.png"):
+        assert (out.parent / "index_files" / name).is_file()
+    links = _check_links(out)
+    assert any(unquote(l).endswith("losses.png") for l in links)
+    assert any(unquote(l).endswith("rotate.gif") for l in links)
