@@ -5,11 +5,13 @@
 # like schedule, METHOD §8.1) with the ellipsoid and with the smoothed-box prior, JOBS runs at a time
 # on one GPU. The same stage CLIs as the Snakemake DAG; results are packed into $OUT/bench.tgz and
 # tables/figures are made afterwards on any machine (`gan2shape evaluate`, `figures`).
-# Env overrides (for a CPU dry run): N, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE.
+# Env overrides (for a CPU dry run): N, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE;
+# PREP=0 reuses segment/invert/prior outputs already in $W; PRIORS / FAMILIES choose the runs.
 set -euo pipefail
 N=${N:-16}; JOBS=${JOBS:-14}; DEVICE=${DEVICE:-cuda}; INV_STEPS=${INV_STEPS:-1000}
 STAGE_ITERS=${STAGE_ITERS:-500,500,200}; PRIOR_ITERS=${PRIOR_ITERS:-1000}; COLLECT=${COLLECT:-100}; NP=${NP:-16}
-DEADLINE=${DEADLINE:-560}           # seconds after start by which the reconstructions must have finished
+DEADLINE=${DEADLINE:-560}
+PREP=${PREP:-1}; PRIORS=${PRIORS:-ellipsoid smoothed_box}; FAMILIES=${FAMILIES:-face box}           # seconds after start by which the reconstructions must have finished
 OUT=${OUT:-bench_out}; W=${W:-/tmp/bench}
 GAN=models/synthetic_gan.pt; SEG=models/synthetic_segmenter.pt
 if [ "$DEVICE" = cuda ] && [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
@@ -17,6 +19,7 @@ G2S="python3 -m gan2shape"
 export OMP_NUM_THREADS=1
 START=$SECONDS
 mkdir -p "$OUT" "$W"
+if [ "$PREP" = 1 ]; then
 for fam in face box; do
   D=data/synthetic/test/$fam; F=$W/$fam
   mkdir -p "$F"
@@ -34,9 +37,10 @@ for fam in face box; do
   done
 done > "$W/prior_jobs.txt"
 xargs -P 16 -L 1 $G2S < "$W/prior_jobs.txt"
+fi
 echo "prepared in $((SECONDS - START)) s"
-for prior in ellipsoid smoothed_box; do
-  for fam in face box; do
+for prior in $PRIORS; do
+  for fam in $FAMILIES; do
     D=data/synthetic/test/$fam; F=$W/$fam
     while read -r n; do
       echo "reconstruct --preset synface --crop 0 --image-size 64 --np $NP --collect-iters $COLLECT \
@@ -44,12 +48,13 @@ for prior in ellipsoid smoothed_box; do
 --raster-max-faces-per-bin 2000 --gan $GAN --view-mvn models/synthetic_view_mvn.pth \
 --light-mvn models/synthetic_light_mvn.pth --image $D/$n.png --latent $F/inv/$n.pt --prior $F/prior/$prior/$n.npy \
 --gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --device $DEVICE --log-every 100 --out $F/g2s/$prior/$n"
-    done < "$F/list.txt"
+    done < <(head -n "$N" "$F/list.txt")
   done
 done > "$W/g2s_jobs.txt"
 LEFT=$((DEADLINE - (SECONDS - START)))
 timeout "$LEFT" xargs -P "$JOBS" -L 1 $G2S < "$W/g2s_jobs.txt" > "$W/g2s.log" 2>&1 || echo "reconstruct: stopped (rc $?)"
 echo "done in $((SECONDS - START)) s; finished runs: $(ls -d $W/*/g2s/*/*/ 2>/dev/null | wc -l)"
 tail -5 "$W/g2s.log"
-(cd "$W" && tar czf "$OUT/bench.tgz" --exclude='*/g2s/*.png' --exclude='model.pth' face box g2s.log prior_jobs.txt g2s_jobs.txt)
+(cd "$W" && tar czf "$OUT/bench.tgz" --exclude='*/g2s/*.png' --exclude='model.pth' \
+   $(ls -d face box g2s.log prior_jobs.txt g2s_jobs.txt 2>/dev/null))
 ls -la "$OUT"
