@@ -29,6 +29,17 @@ def sphere_cap(size: int = S, near: float = 0.95, far: float = 1.1, radius: floa
     return (far - (far - near) * (1 - rho2).clamp(min=0).sqrt())[None]
 
 
+def hemisphere(size: int = S, radius: float = 0.06, plane: float = 1.0) -> torch.Tensor:
+    """``1×S×S`` depth: a physical hemisphere of ``radius`` (world units, ≈ 0.34·S px) on a
+    fronto-parallel plane at the rotation-centre depth, so rotations keep it centred."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    c = (size - 1) / 2
+    f = c / math.tan(math.radians(10.0) / 2)  # the renderer's focal length (fov 10°)
+    rho2 = ((yy - c) ** 2 + (xx - c) ** 2) / f ** 2
+    return (plane - (radius ** 2 - rho2).clamp(min=0).sqrt())[None]
+
+
 def striped_albedo(size: int = S) -> torch.Tensor:
     """``1×3×S×S`` albedo in [−1, 1] with a horizontal colour ramp (so rotations are visible)."""
     x = torch.linspace(-0.8, 0.8, size)
@@ -134,6 +145,14 @@ def test_rotate_frames_yaw_sweep():
     assert (out[0] - out[1]).abs().max() > 0.5
     for f in out:  # the rotated patch no longer covers the whole view: white background appears
         assert (f.min(0).values > 0.99).any()
+    # a hemisphere on a plane through the rotation centre: the plane shrinks horizontally, so all
+    # four corners become background, and the bump's silhouette moves towards the far side
+    hemi = viz.rotate_frames(r, hemisphere(), albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
+    for f in hemi:
+        for rr, cc in ((0, 0), (0, S - 1), (S - 1, 0), (S - 1, S - 1)):
+            assert f[:, rr, cc].min() > 0.99
+        assert f[:, S // 2, S // 2].max() < 0.9  # the object is still in the middle
+    assert (hemi[0] - hemi[1]).abs().max() > 0.5
     # a left-right symmetric shape with a frontal light: +30° is the mirror image of −30°
     # (up to rim pixels: the rasteriser's 1e-3-sub-pixel sample nudge is not mirror symmetric)
     mirror = (out[0].flip(-1) - out[1]).abs()

@@ -56,6 +56,43 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def plot_depth_comparison(names: list[str], images: list, preds: list[torch.Tensor], gts: list[torch.Tensor],
+                          label: str, path: str | Path) -> None:
+    """One row per image: input, recovered depth, ground truth, |error| inside the GT mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+    from .metrics import gt_mask
+
+    n = len(names)
+    fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n), squeeze=False)
+    for i, (name, img, pred, gt) in enumerate(zip(names, images, preds, gts)):
+        m = gt_mask(gt.reshape(1, *gt.shape[-2:]))[0].bool()
+        lo, hi = float(gt.reshape(-1)[m.reshape(-1)].min()) - 0.02, float(gt.max())
+        err = torch.where(m, (pred.reshape(m.shape) - gt.reshape(m.shape)).abs(), torch.zeros_like(m, dtype=torch.float))
+        panels = [(img, "input", None), (pred.reshape(m.shape), label, "viridis_r"),
+                  (gt.reshape(m.shape), "ground truth", "viridis_r"), (err, "|error|", "magma")]
+        for j, (x, title, cmap) in enumerate(panels):
+            ax = axes[i, j]
+            if cmap is None:
+                ax.imshow(x)
+            elif title == "|error|":
+                ax.imshow(x.numpy(), cmap=cmap, vmin=0, vmax=0.05)
+            else:
+                ax.imshow(x.numpy(), cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(title if i == 0 else "", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(name, fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
 def _read_pred(pattern: str, name: str, size: int) -> torch.Tensor:
     return load_array(Path(pattern.format(name=name)), size)
 
@@ -88,6 +125,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             for r in rows:
                 w.writerow({"dataset": args.dataset, "method": label, **r})
         atomic_write_text(buf.getvalue(), args.out_csv)
+    if args.figure is not None:
+        from PIL import Image
+
+        label = args.method[-1].split("=", 1)[0]
+        pattern = args.method[-1].split("=", 1)[1]
+        shown = names[:args.figure_images]
+        preds = [torch.ones(1, args.image_size, args.image_size) if pattern == "constant"
+                 else _read_pred(pattern, n, args.image_size) for n in shown]
+        images = [Image.open(args.image.format(name=n)).convert("RGB") if args.image else
+                  Image.new("RGB", (args.image_size, args.image_size)) for n in shown]
+        plot_depth_comparison(shown, images, preds, [gts[n] for n in shown], label, args.figure)
     for label, s in summary.items():
         print(f"{args.dataset:>14s} {label:>20s}  SIDE {s['side_mean']:.3f} ± {s['side_std']:.3f} (×1e-2)"
               f"  MAD {s['mad_mean']:.2f} ± {s['mad_std']:.2f} deg (true angle {s['mad_unit_mean']:.2f})  (n={s['n']})")
@@ -140,4 +188,7 @@ def add_cli(sub) -> None:
     p.add_argument("--dataset", default="")
     p.add_argument("--out-json", required=True, type=Path)
     p.add_argument("--out-csv", type=Path)
+    p.add_argument("--figure", type=Path, help="PNG: input | depth of the LAST method | ground truth | error")
+    p.add_argument("--figure-images", type=int, default=6)
+    p.add_argument("--image", help="input image pattern with {name} (for the figure)")
     p.set_defaults(func=cmd_evaluate)

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import quote
@@ -401,7 +402,9 @@ def plot_metrics(rows: Sequence[dict], path_side: str | Path, path_mad: str | Pa
         fig = _figure(max(4.0, 1.3 * df["method"].nunique() + 2), 3.6)
         ax = fig.subplots()
         if len(d):
-            sns.boxplot(data=d, x="method", y=key, hue=hue, ax=ax, showfliers=False)
+            with warnings.catch_warnings():  # seaborn 0.13.2 passes matplotlib 3.11's deprecated `vert`
+                warnings.filterwarnings("ignore", message=".*vert: bool.*")
+                sns.boxplot(data=d, x="method", y=key, hue=hue, ax=ax, showfliers=False)
             dots = {"color": "0.2"} if hue is None else {"palette": ["0.2"] * d[hue].nunique()}
             sns.stripplot(data=d, x="method", y=key, hue=hue, ax=ax, dodge=hue is not None,
                           size=3, alpha=0.6, legend=False, **dots)
