@@ -54,4 +54,4 @@ rule reconstruct:
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
         "--optimizers {params.optimizers} --raster-bin-size {params.bins} --seed {params.seed} "
         "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
-        "--out {params.out} > {log} 2>&1"
+        "--progress --out {params.out} > {log} 2>&1"
