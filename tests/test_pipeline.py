@@ -214,9 +214,10 @@ def test_changing_np_replans_only_dependent_jobs(tiny_run):
 
 def test_dvc_repro_twice_in_a_temporary_clone(tmp_path):
     repo = copy_repo(tmp_path, TINY)
+    assert (repo / ".dvc" / "config").exists()  # the project is a DVC repository (analytics off)
+    assert "analytics = false" in (repo / ".dvc" / "config").read_text()
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
-                [str(BIN / "dvc"), "init", "-q"], [str(BIN / "dvc"), "config", "core.analytics", "false"]):
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         run(cmd, repo)
     run([str(BIN / "dvc"), "repro"], repo)
     assert json.loads((repo / "results" / "metrics.json").read_text())["runs"] == 1

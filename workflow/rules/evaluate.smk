@@ -96,5 +96,5 @@ rule report:
     log:
         f"{RES}/logs/report.log",
     shell:
-        "gan2shape report --metrics-json {input.metrics} {input.evaluation} --metrics-csv {input.csv} "
+        "gan2shape report --metrics-json {input.metrics} --metrics-csv {input.csv} "
         "--image-dirs {params.dirs} --out {output.html} --title '{params.title}' > {log} 2>&1"
