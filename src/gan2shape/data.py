@@ -50,17 +50,41 @@ def load_image(path: str | Path, size: int, crop: int | None = None) -> tuple[to
     return x * 2 - 1, w
 
 
+def read_npy(path: str | Path) -> np.ndarray:
+    """A ``.npy`` array (no pickles); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from e
+
+
+def write_segmentations(paths, image_size: int | None, out_dir: str | Path, predict) -> list[str]:
+    """Run ``predict(image 1×3×S×S) -> (mask 1×1×S×S, confidence 1×1×S×S)`` on every image and write
+    ``<stem>_mask.png`` and ``<stem>_conf.npy`` (S = ``image_size`` or the file's own size)."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise SystemExit("--images have duplicate names; outputs would overwrite each other")
+    out = Path(out_dir)
+    for p, stem in zip(paths, stems):
+        size = image_size
+        if size is None:
+            with Image.open(p) as im:
+                size = im.size[0]
+        x, _ = load_image(p, size)
+        mask, conf = predict(x)
+        save_png(mask[0], out / f"{stem}_mask.png", (0.0, 1.0))
+        save_npy(conf[0, 0].float(), out / f"{stem}_conf.npy")
+    return stems
+
+
 def _load_map(path: str | Path) -> np.ndarray:
     """A single-channel map from ``.npy`` (float) or an image (first channel, scaled to [0, 1])."""
     path = Path(path)
     if path.suffix == ".npy":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: file not found")
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path}: not a readable .npy array ({e})") from e
-        a = np.squeeze(a)
+        a = np.squeeze(read_npy(path))
         if a.ndim != 2:
             raise ValueError(f"{path}: expected a 2-D map, got shape {a.shape}")
         return a.astype(np.float32)

@@ -437,24 +437,12 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment images with a trained segmenter: ``<name>_mask.png`` and ``<name>_conf.npy``."""
-    from PIL import Image
+    from .data import write_segmentations
 
-    from .data import load_image, save_npy, save_png
-
-    stems = [Path(p).stem for p in args.images]
-    if len(set(stems)) != len(stems):
-        raise SystemExit("segment: --images have duplicate names; outputs would overwrite each other")
     net = load_segmenter(args.checkpoint, args.device)
     out = Path(args.out_dir)
-    for p, stem in zip(args.images, stems):
-        size = args.image_size
-        if size is None:
-            with Image.open(p) as im:
-                size = im.size[0]
-        x, _ = load_image(p, size)
-        mask, conf = segment(net, x, args.object_class, parser_size=args.parser_size, confidence=args.confidence)
-        save_png(mask[0], out / f"{stem}_mask.png", (0.0, 1.0))
-        save_npy(conf[0, 0].float(), out / f"{stem}_conf.npy")
+    stems = write_segmentations(args.images, args.image_size, out, lambda x: segment(
+        net, x, args.object_class, parser_size=args.parser_size, confidence=args.confidence))
     logger.info("segmented %d image(s) into %s", len(stems), out)
     return 0
 

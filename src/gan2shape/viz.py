@@ -458,13 +458,9 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_npy(path: Path, ndim: int) -> Tensor:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        a = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from e
-    a = np.asarray(a, dtype=np.float32)
+    from .data import read_npy
+
+    a = np.asarray(read_npy(path), dtype=np.float32)
     while a.ndim > ndim and a.shape[0] == 1:
         a = a[0]
     if a.ndim != ndim or a.shape[-1] != a.shape[-2]:

@@ -278,25 +278,13 @@ def parse(net: nn.Module, category: str, images: torch.Tensor, faithful: bool = 
 
 def cmd_segment_real(args: argparse.Namespace) -> int:
     """Parse real images with the official parser: ``<name>_mask.png`` and ``<name>_conf.npy``."""
-    from PIL import Image
+    from ..data import write_segmentations
 
-    from ..data import load_image, save_npy, save_png
-
-    stems = [Path(p).stem for p in args.images]
-    if len(set(stems)) != len(stems):
-        raise SystemExit("segment-real: --images have duplicate names; outputs would overwrite each other")
     net = load_parser(args.category, args.checkpoint, args.device)
     out = Path(args.out_dir)
-    for p, stem in zip(args.images, stems):
-        size = args.image_size
-        if size is None:
-            with Image.open(p) as im:
-                size = im.size[0]
-        x, _ = load_image(p, size)
-        mask, conf = parse(net, args.category, x, faithful=args.faithful, input_size=args.input_size,
-                           rule=args.rule, confidence=args.confidence, empty_fallback=args.empty_fallback)
-        save_png(mask[0], out / f"{stem}_mask.png", (0.0, 1.0))
-        save_npy(conf[0, 0].float(), out / f"{stem}_conf.npy")
+    stems = write_segmentations(args.images, args.image_size, out, lambda x: parse(
+        net, args.category, x, faithful=args.faithful, input_size=args.input_size, rule=args.rule,
+        confidence=args.confidence, empty_fallback=args.empty_fallback))
     logger.info("segment-real: %d image(s) of %s into %s", len(stems), args.category, out)
     return 0
 
