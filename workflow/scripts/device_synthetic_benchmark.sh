@@ -6,7 +6,8 @@
 # on one GPU. The same stage CLIs as the Snakemake DAG; results are packed into $OUT/bench.tgz and
 # tables/figures are made afterwards on any machine (`gan2shape evaluate`, `figures`).
 # Env overrides (for a CPU dry run): N, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE;
-# PREP=0 reuses segment/invert/prior outputs already in $W; PRIORS / FAMILIES choose the runs.
+# PREP=0 reuses segment/invert/prior outputs already in $W; PRIORS / FAMILIES choose the runs;
+# EXTRA holds further reconstruct flags (ablations, e.g. EXTRA="--perceptual none" overrides the default).
 set -euo pipefail
 N=${N:-16}; JOBS=${JOBS:-14}; DEVICE=${DEVICE:-cuda}; INV_STEPS=${INV_STEPS:-1000}
 STAGE_ITERS=${STAGE_ITERS:-500,500,200}; PRIOR_ITERS=${PRIOR_ITERS:-1000}; COLLECT=${COLLECT:-100}; NP=${NP:-16}
@@ -47,7 +48,7 @@ for prior in $PRIORS; do
 --stage-iters $STAGE_ITERS --prior-iters $PRIOR_ITERS --perceptual discriminator --raster-bin-size 16 \
 --raster-max-faces-per-bin 2000 --gan $GAN --view-mvn models/synthetic_view_mvn.pth \
 --light-mvn models/synthetic_light_mvn.pth --image $D/$n.png --latent $F/inv/$n.pt --prior $F/prior/$prior/$n.npy \
---gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --device $DEVICE --log-every 100 --out $F/g2s/$prior/$n"
+--gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --device $DEVICE --log-every 100 ${EXTRA:-} --out $F/g2s/$prior/$n"
     done < <(head -n "$N" "$F/list.txt")
   done
 done > "$W/g2s_jobs.txt"
