@@ -7,7 +7,6 @@ given on the command line overrides the preset. Stage code never reads params.ya
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import replace

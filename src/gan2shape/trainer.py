@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -107,13 +106,6 @@ def init_iterations_schedule(n_init_stages: int = 10, n_init_rounds: int = 8,
     stages += [Stage(1, 1, 1, rounds=n_init_rounds) for _ in range(n_init_stages)]
     stages += [Stage(*bridge)] + [Stage(*later) for _ in range(n_later)]
     return stages
-
-
-def scaled_schedule(schedule: Sequence[Stage], factor: float, minimum: int = 1) -> list[Stage]:
-    """The same schedule with every iteration count multiplied by ``factor`` (demo / tests)."""
-    def s(n):
-        return 0 if n == 0 else max(minimum, int(round(n * factor)))
-    return [replace(st, n1=s(st.n1), n2=s(st.n2), n3=s(st.n3)) for st in schedule]
 
 
 def schedule_iterations(schedule: Sequence[Stage]) -> int:

@@ -24,17 +24,3 @@ def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
     top = int(round((h - crop) / 2.0))
     left = int(round((w - crop) / 2.0))
     return x[..., top:top + crop, left:left + crop]
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a torch Generator seeded the same way."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g

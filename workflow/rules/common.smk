@@ -119,10 +119,6 @@ def all_images(wildcards=None):
     return [image_path(_W(n)) for n in IMAGES]
 
 
-def all_latents(wildcards=None):
-    return [latent_path(_W(n)) for n in IMAGES]
-
-
 def stage_flags():
     """Schedule flags of the chosen preset (empty when the dataset's original schedule applies)."""
     flags = []
