@@ -9,7 +9,6 @@ import datetime
 import glob
 import json
 import math
-import os
 import re
 from pathlib import Path
 
