@@ -198,3 +198,19 @@ def test_generalized_trainer_checkpoints_every_epoch_and_resumes(tmp_path):
     m2 = tiny_model(cfg)
     r2 = Trainer(m2).fit_generalized([tiny_target(m2, f"im{i}", i) for i in range(3)], gcfg, checkpoint_dir=tmp_path)
     assert r2.iterations == res.iterations and _nets_equal(m2, model)
+
+
+def test_pseudo_projection_oracle_gives_step3_the_pseudo_samples():
+    """Diagnostic mode: the collected pool holds the pseudo samples, not GAN outputs."""
+    cfg = tiny_config(projection="pseudo")
+    model = tiny_model(cfg)
+    t = tiny_target(model)
+    t.gan_image = model.gan_image(t)
+    out = model.step1(t)
+    from gan2shape.sampling import CanonicalState
+
+    st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    _, _, proj, _ = model.step2(t, st, g1)
+    pseudo, _ = model.pseudo_samples(st, cfg.batchsize, g2)
+    assert torch.equal(proj, pseudo)

@@ -45,6 +45,8 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
+    g.add_argument("--projection", choices=["gan", "pseudo"],
+                   help="diagnostic: 'pseudo' gives step 3 the pseudo samples instead of their GAN projections")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--raster-bin-size", type=int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
     g.add_argument("--raster-max-faces-per-bin", type=int, help="pytorch3d faces per bin (e.g. 2000)")
@@ -57,7 +59,7 @@ def method_config(args: argparse.Namespace):
     from .trainer import SCHEDULES, Stage, init_iterations_schedule, preset
 
     names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "f1_d",
-             "view_scale", "step3_pool", "optimizers", "seed", "relative_enc", "use_mask", "raster_bin_size",
+             "view_scale", "step3_pool", "optimizers", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
              "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.schedule == "init_iterations":

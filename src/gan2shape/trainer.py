@@ -151,6 +151,8 @@ class MethodConfig:
     prior_tol: float | None = None              # stop the pre-fit early once MSE < tol (EXTENSIONS §1.7 REC)
     step3_pool: str = "original"                # "original" pool of collect_iters batches | "last_batch" (replication)
     optimizers: str = "recreate"                # "recreate" at every step switch (original) | "persistent" (replication)
+    projection: str = "gan"                     # "gan" | "pseudo": diagnostic oracle, step 3 sees the pseudo samples
+                                                # themselves (a perfect GAN projection) instead of G(w + Δw)
     seed: int = 0
     # pytorch3d rasteriser binning: 0 = naive (exact, the spec's recipe); on CUDA coarse-to-fine
     # binning (e.g. 16 with 2000 faces per bin) gives the same depth ~10× faster
@@ -162,6 +164,8 @@ class MethodConfig:
             self.border_depth = 0.7 * self.max_depth + 0.3 * self.min_depth
         if self.step3_pool not in ("original", "last_batch"):
             raise ValueError(f"step3_pool must be 'original' or 'last_batch', got {self.step3_pool!r}")
+        if self.projection not in ("gan", "pseudo"):
+            raise ValueError(f"projection must be 'gan' or 'pseudo', got {self.projection!r}")
         if self.optimizers not in ("recreate", "persistent"):
             raise ValueError(f"optimizers must be 'recreate' or 'persistent', got {self.optimizers!r}")
         self.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in self.schedule]
@@ -435,6 +439,8 @@ class GAN2Shape(nn.Module):
         lfeat = discriminator_feature_loss(self.Dgan.features(proj, 4), feats_p, pmask)
         reg = latent_regularization(dw)
         loss = l1 + lfeat + c.lam_regular * reg
+        if c.projection == "pseudo":  # oracle: step 3 is given the pseudo samples themselves
+            proj = pseudo
         return loss, {"l1": _f(l1), "dfeat": _f(lfeat), "reg": _f(reg)}, proj.detach(), pmask
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
