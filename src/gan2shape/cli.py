@@ -46,7 +46,7 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
     g.add_argument("--projection", choices=["gan", "pseudo"],
-                   help="diagnostic: 'pseudo' gives step 3 the pseudo samples instead of their GAN projections")
+                   help="diagnostic: 'pseudo' gives step 3 the pseudo samples (no GAN information) instead of G(w+dw)")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--raster-bin-size", type=int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
     g.add_argument("--raster-max-faces-per-bin", type=int, help="pytorch3d faces per bin (e.g. 2000)")

@@ -151,8 +151,8 @@ class MethodConfig:
     prior_tol: float | None = None              # stop the pre-fit early once MSE < tol (EXTENSIONS §1.7 REC)
     step3_pool: str = "original"                # "original" pool of collect_iters batches | "last_batch" (replication)
     optimizers: str = "recreate"                # "recreate" at every step switch (original) | "persistent" (replication)
-    projection: str = "gan"                     # "gan" | "pseudo": diagnostic oracle, step 3 sees the pseudo samples
-                                                # themselves (a perfect GAN projection) instead of G(w + Δw)
+    projection: str = "gan"                     # "gan" | "pseudo": diagnostic, step 3 sees the pseudo samples
+                                                # themselves (no GAN information) instead of G(w + Δw)
     seed: int = 0
     # pytorch3d rasteriser binning: 0 = naive (exact, the spec's recipe); on CUDA coarse-to-fine
     # binning (e.g. 16 with 2000 faces per bin) gives the same depth ~10× faster
@@ -439,7 +439,7 @@ class GAN2Shape(nn.Module):
         lfeat = discriminator_feature_loss(self.Dgan.features(proj, 4), feats_p, pmask)
         reg = latent_regularization(dw)
         loss = l1 + lfeat + c.lam_regular * reg
-        if c.projection == "pseudo":  # oracle: step 3 is given the pseudo samples themselves
+        if c.projection == "pseudo":  # diagnostic: step 3 is given the pseudo samples themselves
             proj = pseudo
         return loss, {"l1": _f(l1), "dfeat": _f(lfeat), "reg": _f(reg)}, proj.detach(), pmask
 
