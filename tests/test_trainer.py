@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import tiny_config, tiny_model, tiny_target
@@ -214,3 +215,39 @@ def test_pseudo_projection_oracle_gives_step3_the_pseudo_samples():
     _, _, proj, _ = model.step2(t, st, g1)
     pseudo, _ = model.pseudo_samples(st, cfg.batchsize, g2)
     assert torch.equal(proj, pseudo)
+
+
+def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_samples():
+    """Diagnostic mode 'oracle': in the scene's own view and light (strength 0) the projected sample
+    is the synthetic render of the scene; step 2 hands step 3 such renders in the pseudo samples' views."""
+    import math
+
+    from gan2shape.synthetic import render_batch, sample_params
+
+    cfg = tiny_config(projection="oracle")
+    model = tiny_model(cfg)
+    scene = sample_params("face", 1, seed=3)[0]
+    truth = render_batch([scene], size=cfg.image_size)["image"]
+    rot = cfg.xyz_rotation_range * math.pi / 180
+    raw = torch.tensor([[math.radians(scene.pitch) / rot, math.radians(scene.yaw) / rot,
+                         math.radians(scene.roll) / rot, scene.tx / cfg.xy_translation_range,
+                         scene.ty / cfg.xy_translation_range, 0.0]])
+    t = tiny_target(model)
+    t.scene = scene
+    direction = torch.nn.functional.normalize(torch.tensor([[scene.lx, scene.ly, 1.0]]), dim=1)
+    same = model.oracle_samples(t, raw, direction, torch.zeros(1))
+    assert torch.allclose(same, truth, atol=1e-4)
+    brighter = model.oracle_samples(t, raw, direction, torch.full((1,), 0.5))
+    assert (brighter - truth).abs().max() > 0.1
+    # step 2 returns oracle renders, of the batch size, and refuses a target without a scene
+    t.gan_image = model.gan_image(t)
+    out = model.step1(t)
+    from gan2shape.sampling import CanonicalState
+
+    st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
+    _, _, proj, _ = model.step2(t, st, torch.Generator().manual_seed(1))
+    assert proj.shape == (cfg.batchsize, 3, cfg.image_size, cfg.image_size)
+    assert not torch.equal(proj, model.pseudo_samples(st, cfg.batchsize, torch.Generator().manual_seed(1))[0])
+    t.scene = None
+    with pytest.raises(ValueError, match="scene"):
+        model.step2(t, st, torch.Generator().manual_seed(1))

@@ -45,8 +45,9 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
-    g.add_argument("--projection", choices=["gan", "pseudo"],
-                   help="diagnostic: 'pseudo' gives step 3 the pseudo samples (no GAN information) instead of G(w+dw)")
+    g.add_argument("--projection", choices=["gan", "pseudo", "oracle"],
+                   help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
+                        "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
     g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--raster-bin-size", type=int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
     g.add_argument("--raster-max-faces-per-bin", type=int, help="pytorch3d faces per bin (e.g. 2000)")
@@ -134,6 +135,20 @@ def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask:
     return t
 
 
+def load_scene(path: Path):
+    """The :class:`SceneParams` of a synthetic test-set record (``<name>.json``)."""
+    import json
+
+    from .synthetic import SceneParams
+
+    try:
+        return SceneParams.from_dict(json.loads(Path(path).read_text())["params"])
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: file not found")
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a synthetic scene record ({type(e).__name__}: {e})")
+
+
 def write_result(result, index: int, out: Path, renderer=None, save_model: dict | None = None) -> None:
     """Write one image's depth, albedo, view, light, metrics and previews into ``out``."""
     from .data import save_json, save_npy, save_png
@@ -176,7 +191,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     n = len(args.image)
     if len(args.latent) != n:
         raise SystemExit(f"--latent needs one file per --image ({n}), got {len(args.latent)}")
-    for opt in ("mask", "prior", "gt_depth", "name"):
+    for opt in ("mask", "prior", "gt_depth", "name", "scene"):
         v = getattr(args, opt)
         if v is not None and len(v) != n:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
@@ -193,6 +208,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                    gt_depth=args.gt_depth[i] if args.gt_depth else None,
                                    prior_name=args.prior_name, category=args.category,
                                    gt_encoding=args.gt_encoding))
+        if args.scene:
+            targets[-1].scene = load_scene(args.scene[i])
+    if cfg.projection == "oracle" and not args.scene:
+        raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
     result = trainer.fit(targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                          stop_after=args.stop_after)
     if result.interrupted:
@@ -278,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gt-depth", nargs="+", type=Path, help="ground-truth depth (.npy or unsup3d PNG)")
     r.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
                    help="encoding of ground-truth depth PNGs")
+    r.add_argument("--scene", nargs="+", type=Path, help="synthetic scene records (.json; for --projection oracle)")
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
     r.add_argument("--checkpoint-every", type=int, default=500)

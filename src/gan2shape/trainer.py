@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -151,7 +151,7 @@ class MethodConfig:
     prior_tol: float | None = None              # stop the pre-fit early once MSE < tol (EXTENSIONS §1.7 REC)
     step3_pool: str = "original"                # "original" pool of collect_iters batches | "last_batch" (replication)
     optimizers: str = "recreate"                # "recreate" at every step switch (original) | "persistent" (replication)
-    projection: str = "gan"                     # "gan" | "pseudo": diagnostic, step 3 sees the pseudo samples
+    projection: str = "gan"                     # "gan" | diagnostics "pseudo" / "oracle" (see GAN2Shape.step2)
                                                 # themselves (no GAN information) instead of G(w + Δw)
     seed: int = 0
     # pytorch3d rasteriser binning: 0 = naive (exact, the spec's recipe); on CUDA coarse-to-fine
@@ -164,8 +164,8 @@ class MethodConfig:
             self.border_depth = 0.7 * self.max_depth + 0.3 * self.min_depth
         if self.step3_pool not in ("original", "last_batch"):
             raise ValueError(f"step3_pool must be 'original' or 'last_batch', got {self.step3_pool!r}")
-        if self.projection not in ("gan", "pseudo"):
-            raise ValueError(f"projection must be 'gan' or 'pseudo', got {self.projection!r}")
+        if self.projection not in ("gan", "pseudo", "oracle"):
+            raise ValueError(f"projection must be 'gan', 'pseudo' or 'oracle', got {self.projection!r}")
         if self.optimizers not in ("recreate", "persistent"):
             raise ValueError(f"optimizers must be 'recreate' or 'persistent', got {self.optimizers!r}")
         self.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in self.schedule]
@@ -228,6 +228,7 @@ class Target:
     gt_depth: torch.Tensor | None = None     # 1×S×S ground-truth depth in the input view
     origin_size: int | None = None           # width of the image file before resizing (for crop)
     gan_image: torch.Tensor | None = None    # filled by the trainer: G(w), post-processed
+    scene: Any = None                        # synthetic SceneParams (ground truth; only for projection "oracle")
 
     def to(self, device) -> "Target":
         def mv(t):
@@ -417,17 +418,36 @@ class GAN2Shape(nn.Module):
         return F.grid_sample(target.mask, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
     # -- step 2: project pseudo samples into the GAN (METHOD §4.5, §5) ---------------------------
-    def pseudo_samples(self, state: CanonicalState, n: int, generator: torch.Generator):
+    def pseudo_samples(self, state: CanonicalState, n: int, generator: torch.Generator, return_params: bool = False):
+        """``n`` pseudo samples and masks (and, with ``return_params``, their raw views, light dirs, strengths)."""
         c = self.cfg
         raw_views = sample_views(self.viewlight, n, c.view_scale, generator)
         light_dir, light_r = sample_lights(n, c.rand_light, generator)
-        return render_pseudo_samples(self.renderer, state, raw_views, light_dir, light_r, c.rand_light[6],
-                                     c.xyz_rotation_range, c.xy_translation_range, c.z_translation_range)
+        pseudo, pmask = render_pseudo_samples(self.renderer, state, raw_views, light_dir, light_r, c.rand_light[6],
+                                              c.xyz_rotation_range, c.xy_translation_range, c.z_translation_range)
+        return (pseudo, pmask, raw_views, light_dir, light_r) if return_params else (pseudo, pmask)
+
+    @torch.no_grad()
+    def oracle_samples(self, target: Target, raw_views: torch.Tensor, light_dir: torch.Tensor,
+                       light_r: torch.Tensor) -> torch.Tensor:
+        """Diagnostic "perfect GAN": the ground-truth synthetic object rendered in the pseudo samples'
+        views (object frame = canonical frame) under their lights, strengths added to its own k_a, k_d."""
+        from .synthetic import render_batch
+        c = self.cfg
+        if target.scene is None:
+            raise ValueError(f"{target.name}: projection 'oracle' needs the synthetic scene parameters")
+        views = view_to_physical(raw_views, c.xyz_rotation_range, c.xy_translation_range, c.z_translation_range)
+        s, alpha = target.scene, c.rand_light[6]
+        scenes = [replace(s, pitch=math.degrees(v[0]), yaw=math.degrees(v[1]), roll=math.degrees(v[2]),
+                          tx=float(v[3]), ty=float(v[4]), k_a=s.k_a + alpha * float(r), k_d=s.k_d + float(r),
+                          lx=float(d[0] / d[2]), ly=float(d[1] / d[2]))
+                  for v, d, r in zip(views.tolist(), light_dir.tolist(), light_r.tolist())]
+        return render_batch(scenes, size=c.image_size, device=self.device)["image"]
 
     def step2(self, target: Target, state: CanonicalState, generator: torch.Generator):
         """Returns (loss, losses, projected samples Q, their masks M_p)."""
         c = self.cfg
-        pseudo, pmask = self.pseudo_samples(state, c.batchsize, generator)
+        pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, c.batchsize, generator, True)
         e = self.nets["netEnc"](pseudo)
         if c.relative_enc:
             e = e - self.nets["netEnc"](target.gan_image)
@@ -441,6 +461,8 @@ class GAN2Shape(nn.Module):
         loss = l1 + lfeat + c.lam_regular * reg
         if c.projection == "pseudo":  # diagnostic: step 3 is given the pseudo samples themselves
             proj = pseudo
+        elif c.projection == "oracle":  # diagnostic: a perfect GAN of the ground-truth object
+            proj = self.oracle_samples(target, raw_views, light_dir, light_r)
         return loss, {"l1": _f(l1), "dfeat": _f(lfeat), "reg": _f(reg)}, proj.detach(), pmask
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
