@@ -265,20 +265,22 @@ class TargetState:
 
 @dataclass
 class Step1Output:
-    loss: torch.Tensor                # scalar
-    losses: dict                      # named scalar terms (detached floats)
-    depth: torch.Tensor               # B'×S×S canonical depth (B' = 2 with flip)
+    loss: torch.Tensor                # scalar (sum over the K images), or the K vector (per_image)
+    losses: dict                      # named terms (detached floats, or lists of K floats)
+    depth: torch.Tensor               # B'×S×S canonical depth (B' = K, or 2K with flip: unflipped first)
     albedo: torch.Tensor              # B'×3×S×S
     normals: torch.Tensor             # B'×S×S×3
-    view: torch.Tensor                # 1×6 raw view (with mean)
-    light: torch.Tensor               # 1×4 raw light (with mean)
+    view: torch.Tensor                # K×6 raw view (with mean)
+    light: torch.Tensor               # K×4 raw light (with mean)
     k_a: torch.Tensor
     k_d: torch.Tensor
     shading: torch.Tensor
     recon: torch.Tensor               # B'×3×S×S
     recon_depth: torch.Tensor         # B'×S×S
-    valid: torch.Tensor               # 1×1×S×S validity mask (product over flip branches)
-    metrics: dict | None = None
+    valid: torch.Tensor               # K×1×S×S validity mask (product over flip branches)
+    metrics: dict | None = None       # depth metrics (means over the K images)
+    terms: dict | None = None         # loss terms, detached K vectors
+    image_metrics: list[dict] | None = None  # depth metrics of each image
 
 
 class GAN2Shape(nn.Module):
@@ -366,14 +368,26 @@ class GAN2Shape(nn.Module):
         img, _ = self.G(target.latent, input_is_w=True, randomize_noise=False)
         return postprocess_gan_image(img, self.cfg.image_size, self.cfg.crop, target.origin_size)
 
-    def _perc(self, x, y, mask):
+    def _perc(self, x, y, mask, groups: int = 1):
+        """Perceptual distance of the masked batches: their mean, or with ``groups`` = K the mean
+        within each image's consecutive chunk (a K vector)."""
         if self.cfg.lam_perc == 0:
-            return x.new_zeros(())
-        return self.perceptual(x * mask, y * mask)
+            return x.new_zeros(()) if groups == 1 else x.new_zeros(groups)
+        if groups == 1:
+            return self.perceptual(x * mask, y * mask)
+        return self.perceptual(x * mask, y * mask, reduction="none").view(groups, -1).mean(1)
+
+    # The step forwards take a target with K ≥ 1 stacked images (``target.image`` K×3×S×S, see
+    # ``batched.stack_targets``); every tensor is K-major within a flip branch, and every loss is
+    # computed per image. ``loss`` is the sum of the K per-image losses (for K = 1: the loss), or
+    # with ``per_image`` the K vector; ``losses`` holds floats (summed over K), or with
+    # ``per_image`` lists of K floats.
 
     # -- step 1: reconstruct the target (METHOD §3.7, §4.4) --------------------------------------
-    def step1(self, target: Target, flip: bool = False, grad_nets: Sequence[str] = NET_NAMES) -> Step1Output:
+    def step1(self, target: Target, flip: bool = False, grad_nets: Sequence[str] = NET_NAMES,
+              per_image: bool = False) -> Step1Output:
         image = target.image
+        k = image.shape[0]
         with torch.set_grad_enabled(torch.is_grad_enabled() and "netD" in grad_nets):
             depth = self.predict_depth(image)
         with torch.set_grad_enabled(torch.is_grad_enabled() and "netV" in grad_nets):
@@ -386,45 +400,59 @@ class GAN2Shape(nn.Module):
         if flip:
             depth = torch.cat([depth, depth.flip(2)])
             albedo = torch.cat([albedo, albedo.flip(3)])
-        nb = depth.shape[0]
+        nb = depth.shape[0] // k
         # 2. normals -> Lambertian shading -> canonical texture
         normals = self.renderer.normals(depth)
         k_a, k_d, direction = light_to_physical(light)
-        shading, s_diff = shade(normals, k_a.expand(nb), k_d.expand(nb), direction.expand(nb, -1))
+        shading, s_diff = shade(normals, k_a.repeat(nb), k_d.repeat(nb), direction.repeat(nb, 1))
         texture = compose_texture(albedo, shading)
         # 3. render in the predicted view; validity = product over branches
-        recon, recon_depth, valid = self.renderer.render(texture, depth, self.physical_view(view).expand(nb, -1))
-        valid = valid.prod(0, keepdim=True)
+        recon, recon_depth, valid = self.renderer.render(texture, depth, self.physical_view(view).repeat(nb, 1))
+        valid = valid.unflatten(0, (nb, k)).prod(0)
         # 4. losses: photometric + perceptual per branch, smoothness of depth and diffuse shading
         c = self.cfg
-        target_b = image.expand(nb, -1, -1, -1)
-        l1 = masked_l1(recon, target_b, valid.expand(nb, -1, -1, -1), reduction="none").sum()
-        perc = sum(self._perc(recon[i:i + 1], image, valid) for i in range(nb))
-        smooth = smoothness(depth) + smoothness(s_diff)
+        l1 = masked_l1(recon, image.repeat(nb, 1, 1, 1), valid.repeat(nb, 1, 1, 1), reduction="none")
+        l1 = l1.view(nb, k).sum(0)
+        perc = sum(self._perc(recon[i * k:(i + 1) * k], image, valid, groups=k) for i in range(nb))
+        smooth = (smoothness(depth, reduction="none").view(nb, k).mean(0)
+                  + smoothness(s_diff, reduction="none").view(nb, k).mean(0))
         loss = l1 + c.lam_perc * perc + c.lam_smooth * smooth
-        out = Step1Output(loss=loss, losses={"l1": _f(l1), "perc": _f(perc), "smooth": _f(smooth)},
+        terms = _detached(k, l1=l1, perc=perc, smooth=smooth)
+        out = Step1Output(loss=loss if per_image else loss.sum(), losses=_log_terms(terms, per_image),
                           depth=depth, albedo=albedo, normals=normals, view=view, light=light, k_a=k_a, k_d=k_d,
-                          shading=shading, recon=recon, recon_depth=recon_depth, valid=valid)
+                          shading=shading, recon=recon, recon_depth=recon_depth, valid=valid, terms=terms)
         if target.gt_depth is not None:
             with torch.no_grad():
-                m = depth_metrics(recon_depth[:1].detach(), target.gt_depth, self.renderer.normals,
+                m = depth_metrics(recon_depth[:k].detach(), target.gt_depth, self.renderer.normals,
                                   max_valid_depth=c.max_depth + (c.max_depth - c.min_depth) / 2)
-            out.metrics = {k: float(v.mean()) for k, v in m.items()}
+            out.metrics = {key: float(v.mean()) for key, v in m.items()}
+            out.image_metrics = [{key: float(v[i].mean()) for key, v in m.items()} for i in range(k)]
         return out
 
     def canonical_mask(self, target: Target, depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """Warp the input-view object mask into the canonical frame (METHOD §3.5)."""
-        grid = self.renderer.forward_warp_grid(depth[:1].detach(), self.physical_view(view[:1]).detach())
+        k = target.image.shape[0]
+        grid = self.renderer.forward_warp_grid(depth[:k].detach(), self.physical_view(view[:k]).detach())
         return F.grid_sample(target.mask, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
     # -- step 2: project pseudo samples into the GAN (METHOD §4.5, §5) ---------------------------
-    def pseudo_samples(self, state: CanonicalState, n: int, generator: torch.Generator, return_params: bool = False):
-        """``n`` pseudo samples and masks (and, with ``return_params``, their raw views, light dirs, strengths)."""
+    def pseudo_samples(self, state: CanonicalState, n: int, generator, return_params: bool = False):
+        """``n`` pseudo samples and masks per image of ``state`` (and, with ``return_params``, their
+        raw views, light dirs, strengths). For K stacked images ``generator`` is a list of K
+        generators, image i drawing its views and lights from the i-th; samples are K-major."""
         c = self.cfg
-        raw_views = sample_views(self.viewlight, n, c.view_scale, generator)
-        light_dir, light_r = sample_lights(n, c.rand_light, generator)
-        pseudo, pmask = render_pseudo_samples(self.renderer, state, raw_views, light_dir, light_r, c.rand_light[6],
-                                              c.xyz_rotation_range, c.xy_translation_range, c.z_translation_range)
+        gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+        k = state.depth.shape[0]
+        if len(gens) != k:
+            raise ValueError(f"{k} canonical states need {k} random generators, got {len(gens)}")
+        draws = [(sample_views(self.viewlight, n, c.view_scale, g), *sample_lights(n, c.rand_light, g)) for g in gens]
+        raw_views, light_dir, light_r = (torch.cat([d[j] for d in draws]) for j in range(3))
+        args = (raw_views, light_dir, light_r, c.rand_light[6], c.xyz_rotation_range, c.xy_translation_range,
+                c.z_translation_range)
+        if k == 1:
+            pseudo, pmask = render_pseudo_samples(self.renderer, state, *args)
+        else:
+            pseudo, pmask = _render_pseudo_samples_per_image(self.renderer, state, n, *args)
         return (pseudo, pmask, raw_views, light_dir, light_r) if return_params else (pseudo, pmask)
 
     @torch.no_grad()
@@ -444,36 +472,45 @@ class GAN2Shape(nn.Module):
                   for v, d, r in zip(views.tolist(), light_dir.tolist(), light_r.tolist())]
         return render_batch(scenes, size=c.image_size, device=self.device)["image"]
 
-    def step2(self, target: Target, state: CanonicalState, generator: torch.Generator):
+    def step2(self, target: Target, state: CanonicalState, generator, per_image: bool = False):
         """Returns (loss, losses, projected samples Q, their masks M_p)."""
         c = self.cfg
-        pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, c.batchsize, generator, True)
+        k, n = target.image.shape[0], c.batchsize
+        pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, n, generator, True)
         e = self.nets["netEnc"](pseudo)
         if c.relative_enc:
-            e = e - self.nets["netEnc"](target.gan_image)
+            e = (e.unflatten(0, (k, n)) - self.nets["netEnc"](target.gan_image).unsqueeze(1)).flatten(0, 1)
         dw = self.mapper(e)
-        proj = generate_projected(self.G, target.latent, dw, c.image_size, c.crop, target.origin_size)
-        l1 = masked_l1(proj, pseudo, pmask)
+        proj = generate_projected(self.G, target.latent.repeat_interleave(n, 0), dw, c.image_size, c.crop,
+                                  target.origin_size)
+        l1 = _masked_l1_per_image(proj, pseudo, pmask, k)
         with torch.no_grad():
             feats_p = self.Dgan.features(pseudo, 4)
-        lfeat = discriminator_feature_loss(self.Dgan.features(proj, 4), feats_p, pmask)
-        reg = latent_regularization(dw)
+        lfeat = _feature_loss_per_image(self.Dgan.features(proj, 4), feats_p, pmask, k)
+        reg = latent_regularization(dw) if k == 1 else dw.unflatten(0, (k, n)).pow(2).mean((1, 2))
         loss = l1 + lfeat + c.lam_regular * reg
         if c.projection == "pseudo":  # diagnostic: step 3 is given the pseudo samples themselves
             proj = pseudo
         elif c.projection == "oracle":  # diagnostic: a perfect GAN of the ground-truth object
-            proj = self.oracle_samples(target, raw_views, light_dir, light_r)
-        return loss, {"l1": _f(l1), "dfeat": _f(lfeat), "reg": _f(reg)}, proj.detach(), pmask
+            scenes = target.scene if k > 1 else [target.scene]
+            proj = torch.cat([self.oracle_samples(replace(target, scene=s), raw_views[i * n:(i + 1) * n],
+                                                  light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
+                              for i, s in enumerate(scenes)])
+        terms = _detached(k, l1=l1, dfeat=lfeat, reg=reg)
+        return (loss if per_image else loss.sum()), _log_terms(terms, per_image), proj.detach(), pmask
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
-    def step3(self, target: Target, proj: torch.Tensor, proj_mask: torch.Tensor, flip: bool = False):
+    def step3(self, target: Target, proj: torch.Tensor, proj_mask: torch.Tensor, flip: bool = False,
+              per_image: bool = False):
         c = self.cfg
-        s1 = self.step1(target, flip=flip)
-        n = proj.shape[0]
-        nb = s1.depth.shape[0]  # 1 or 2 (flip)
+        k = target.image.shape[0]
+        s1 = self.step1(target, flip=flip, per_image=True)
+        m = proj.shape[0]  # K·n projected samples, K-major
+        n = m // k
+        nb = s1.depth.shape[0] // k  # 1 or 2 (flip)
         view_q = self.predict_view(proj)
         light_q = self.predict_light(proj)
-        # broadcast the target's canonical quantities: first n unflipped, next n flipped
+        # broadcast the target's canonical quantities: first K·n unflipped, next K·n flipped
         depth = s1.depth.repeat_interleave(n, 0)
         albedo = s1.albedo.repeat_interleave(n, 0)
         normals = s1.normals.repeat_interleave(n, 0)
@@ -482,13 +519,83 @@ class GAN2Shape(nn.Module):
         texture = compose_texture(albedo, shading)
         recon, _, valid = self.renderer.render(texture, depth, self.physical_view(view_q).repeat(nb, 1))
         if nb == 2:
-            valid = valid[:n] * valid[n:]
+            valid = valid[:m] * valid[m:]
         mask = valid * proj_mask
-        l1 = sum(masked_l1(recon[i * n:(i + 1) * n], proj, mask) for i in range(nb))
-        perc = sum(self._perc(recon[i * n:(i + 1) * n], proj, mask) for i in range(nb))
+        l1 = sum(_masked_l1_per_image(recon[i * m:(i + 1) * m], proj, mask, k) for i in range(nb))
+        perc = sum(self._perc(recon[i * m:(i + 1) * m], proj, mask, groups=k) for i in range(nb))
         loss = s1.loss + l1 + c.lam_perc * perc
-        losses = {**{f"target_{k}": v for k, v in s1.losses.items()}, "proj_l1": _f(l1), "proj_perc": _f(perc)}
-        return loss, losses, s1
+        terms = {**{f"target_{key}": v for key, v in s1.terms.items()}, **_detached(k, proj_l1=l1, proj_perc=perc)}
+        return (loss if per_image else loss.sum()), _log_terms(terms, per_image), s1
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image reductions of stacked batches (K images, each with a consecutive chunk of samples)
+# --------------------------------------------------------------------------------------------
+
+def _detached(k: int, **terms) -> dict[str, torch.Tensor]:
+    """Loss terms as detached K vectors."""
+    return {name: v.detach().reshape(-1).expand(k) for name, v in terms.items()}
+
+
+def _log_terms(terms: dict[str, torch.Tensor], per_image: bool) -> dict:
+    """Floats (summed over the K images), or with ``per_image`` lists of K floats; one device sync."""
+    if not terms:
+        return {}
+    table = torch.stack(list(terms.values()))
+    values = table.tolist() if per_image else table.sum(1).tolist()
+    return dict(zip(terms, values))
+
+
+def _chunks(t: torch.Tensor, k: int) -> torch.Tensor:
+    """(K·n)×C×H×W -> K×C×n×H×W: each image's n samples seen as one sample of :func:`masked_l1`."""
+    return t.unflatten(0, (k, -1)).transpose(1, 2)
+
+
+def _masked_l1_per_image(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """``masked_l1(reduction="mean")`` within each image's chunk of the batch (K = 1: a scalar)."""
+    if k == 1:
+        return masked_l1(x, y, mask)
+    return masked_l1(_chunks(x, k), _chunks(y, k), _chunks(mask, k), reduction="none")
+
+
+def _feature_loss_per_image(feats_q: list[torch.Tensor], feats_p: list[torch.Tensor], mask: torch.Tensor,
+                            k: int) -> torch.Tensor:
+    """:func:`discriminator_feature_loss` within each image's chunk (the mask pooled to each
+    feature's size, as there)."""
+    if k == 1:
+        return discriminator_feature_loss(feats_q, feats_p, mask)
+    size = mask.shape[-1]
+    total = 0
+    for fq, fp in zip(feats_q, feats_p):
+        s = size // fq.shape[-1]
+        m = F.avg_pool2d(mask, kernel_size=s, stride=s) if s > 1 else mask
+        total = total + _masked_l1_per_image(fq, fp.detach(), m, k)
+    return total
+
+
+@torch.no_grad()
+def _render_pseudo_samples_per_image(renderer: Renderer, state: CanonicalState, n: int, raw_views: torch.Tensor,
+                                     light_dir: torch.Tensor, light_r: torch.Tensor, alpha: float,
+                                     rot_range_deg: float, xy_range: float, z_range: float):
+    """:func:`render_pseudo_samples` for K stacked canonical states, ``n`` samples each (K-major),
+    in one renderer call; the ambient and diffuse strengths are each image's own."""
+    dev = state.depth.device
+    rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 - one canonical state per sample
+    m = raw_views.shape[0]
+    light_dir, light_r = light_dir.to(dev).view(m, 1, 1, 3), light_r.to(dev).view(m, 1, 1, 1)
+    # 1. relit canonical texture: shading = (k_a + alpha·r) + (k_d + r)·max(0, n·dir)
+    s_diff = (rep(state.normals) * light_dir).sum(-1).clamp(min=0).unsqueeze(1)
+    shading = (rep(state.k_a).view(m, 1, 1, 1) + alpha * light_r) + (rep(state.k_d).view(m, 1, 1, 1) + light_r) * s_diff
+    texture = compose_texture(rep(state.albedo), shading)
+    # 2. canonical object masks (all ones without use_mask)
+    mask = rep(state.canon_mask) if state.canon_mask is not None else torch.ones_like(texture[:, :1])
+    # 3. depth seen from each random view, inverse warp of texture (bilinear) and mask (nearest)
+    views = view_to_physical(raw_views.to(dev), rot_range_deg, xy_range, z_range)
+    recon_depth = renderer.warp_canon_depth(rep(state.depth), views)
+    grid = renderer.inverse_warp_grid(recon_depth, views)
+    pseudo = F.grid_sample(texture, grid, mode="bilinear", padding_mode="zeros", align_corners=True).clamp(-1, 1)
+    pseudo_mask = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    return pseudo, pseudo_mask
 
 
 # --------------------------------------------------------------------------------------------
