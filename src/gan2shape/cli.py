@@ -184,7 +184,8 @@ def write_result(result, index: int, out: Path, renderer=None, save_model: dict 
 # --------------------------------------------------------------------------------------------
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """Instance-specific GAN2Shape on one image (or a group sharing one model)."""
+    """Instance-specific GAN2Shape on one image (or a group sharing one model; with --independent
+    one model per image, all trained in one batch)."""
     from .trainer import Trainer
 
     cfg = method_config(args)
@@ -195,8 +196,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         v = getattr(args, opt)
         if v is not None and len(v) != n:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
+    if args.independent and args.checkpoint is not None:
+        raise SystemExit("--independent runs do not checkpoint; drop --checkpoint (or run the images separately)")
+    if args.fast and not args.independent:
+        raise SystemExit("--fast applies to --independent runs only")
     model = build_model(args, cfg)
-    trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
+    if args.independent:
+        from .batched import BatchedTrainer
+        trainer = BatchedTrainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
+    else:
+        trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = []
@@ -212,6 +221,18 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             targets[-1].scene = load_scene(args.scene[i])
     if cfg.projection == "oracle" and not args.scene:
         raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
+    if args.independent:
+        # K independent models in one batch; each image's outputs as its own run writes them
+        if len({t.name for t in targets}) != n:
+            raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
+                             f"{[t.name for t in targets]}")
+        result = trainer.fit(targets)
+        for i, t in enumerate(targets):
+            write_result(result.image(i), 0, args.out / t.name,
+                         save_model=result.states[i] if args.save_model else None)
+        log.info("done: %s in %.1f s (%d independent models, one batch)", ", ".join(result.names),
+                 result.seconds, n)
+        return 0
     result = trainer.fit(targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                          stop_after=args.stop_after)
     if result.interrupted:
@@ -306,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, default=50)
     r.add_argument("--save-model", action="store_true", help="also write the trained nets (model.pth)")
     r.add_argument("--progress", action="store_true", help="tqdm progress bar")
+    r.add_argument("--independent", action="store_true",
+                   help="several --image: train one independent model per image, all in one batch (as separate "
+                        "runs would, outputs in --out/<name>/); default: one model shared by the group")
+    r.add_argument("--fast", action="store_true",
+                   help="with --independent: TF32 and bf16 autocast of the frozen GAN (default: exact fp32)")
     _add_method_flags(r)
     _add_model_flags(r)
     r.set_defaults(func=cmd_reconstruct)
