@@ -418,7 +418,7 @@ class GAN2Shape(nn.Module):
                   + smoothness(s_diff, reduction="none").view(nb, k).mean(0))
         loss = l1 + c.lam_perc * perc + c.lam_smooth * smooth
         terms = _detached(k, l1=l1, perc=perc, smooth=smooth)
-        out = Step1Output(loss=loss if per_image else loss.sum(), losses=_log_terms(terms, per_image),
+        out = Step1Output(loss=loss.reshape(k) if per_image else loss.sum(), losses=_log_terms(terms, per_image),
                           depth=depth, albedo=albedo, normals=normals, view=view, light=light, k_a=k_a, k_d=k_d,
                           shading=shading, recon=recon, recon_depth=recon_depth, valid=valid, terms=terms)
         if target.gt_depth is not None:
@@ -497,7 +497,7 @@ class GAN2Shape(nn.Module):
                                                   light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
                               for i, s in enumerate(scenes)])
         terms = _detached(k, l1=l1, dfeat=lfeat, reg=reg)
-        return (loss if per_image else loss.sum()), _log_terms(terms, per_image), proj.detach(), pmask
+        return (loss.reshape(k) if per_image else loss.sum()), _log_terms(terms, per_image), proj.detach(), pmask
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
     def step3(self, target: Target, proj: torch.Tensor, proj_mask: torch.Tensor, flip: bool = False,
@@ -525,7 +525,7 @@ class GAN2Shape(nn.Module):
         perc = sum(self._perc(recon[i * m:(i + 1) * m], proj, mask, groups=k) for i in range(nb))
         loss = s1.loss + l1 + c.lam_perc * perc
         terms = {**{f"target_{key}": v for key, v in s1.terms.items()}, **_detached(k, proj_l1=l1, proj_perc=perc)}
-        return (loss if per_image else loss.sum()), _log_terms(terms, per_image), s1
+        return (loss.reshape(k) if per_image else loss.sum()), _log_terms(terms, per_image), s1
 
 
 # --------------------------------------------------------------------------------------------
