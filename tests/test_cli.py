@@ -124,3 +124,37 @@ def test_prior_and_pretrain_depth_stages(world):
 def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "gan2shape", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "reconstruct" in r.stdout and "pretrain-depth" in r.stdout
+
+
+def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
+    """`gan2shape pretrain` (joint, one image per iteration) writes the chosen nets in float16 in the
+    official layout; an instance run loads it and, without netD, still pre-fits depth to its prior."""
+    import shutil
+
+    from gan2shape.priors import make_prior
+
+    shutil.copy(world / "img0.png", world / "img1.png")
+    shutil.copy(world / "img0.pt", world / "img1.pt")
+    np.save(world / "prior0.npy", make_prior("ellipsoid", mask=disc_mask(), category="synthetic")[0].numpy())
+    (world / "train.txt").write_text("img0.png img0.pt prior0.npy\nimg1.png img1.pt\n")
+    out = world / "pre.pth"
+    rc = main(["pretrain", "--list", str(world / "train.txt"), "--nets", "netV,netL,netA,netEnc", "--half",
+               "--out", str(out), "--log", str(world / "pre_log.json"), *_common(world), "--collect-iters", "4"])
+    assert rc == 0
+    sd = torch.load(out, weights_only=True)
+    assert {"netV", "netL", "netA", "netEnc"} <= set(sd) and "netD" not in sd
+    assert sd["names"] == ["img0", "img1"] and sd["iteration"] == 9
+    assert all(t.dtype == torch.float16 for t in sd["netV"].values() if t.is_floating_point())
+    assert json.loads((world / "pre_log.json").read_text())
+    rec = world / "rec"
+    rc = main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+               "--prior", str(world / "prior0.npy"), "--pretrain", str(out), "--out", str(rec), "--save-model",
+               *_common(world)])
+    assert rc == 0
+    assert json.loads((rec / "metrics.json").read_text())["iterations"] == 3 + 9  # prior pre-fit ran
+    # bad input: too few collect forwards for the images, a malformed list
+    with pytest.raises(SystemExit, match="twice the number of images"):
+        main(["pretrain", "--list", str(world / "train.txt"), "--out", str(out), *_common(world)])
+    (world / "bad.txt").write_text("img0.png\n")
+    with pytest.raises(SystemExit, match="bad.txt:1"):
+        main(["pretrain", "--list", str(world / "bad.txt"), "--out", str(out), *_common(world)])

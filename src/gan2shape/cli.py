@@ -295,7 +295,7 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
 # Modules that register their own stage subcommands through ``add_cli(subparsers)``.
 STAGE_MODULES: tuple[str, ...] = ("gan2shape.viz", "gan2shape.train_gan", "gan2shape.evaluate", "gan2shape.segmenter",
                                   "gan2shape.parsing", "gan2shape.download", "gan2shape.invert",
-                                  "gan2shape.synthetic")
+                                  "gan2shape.synthetic", "gan2shape.pretrain")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,10 @@
 # tables/figures are made afterwards on any machine (`gan2shape evaluate`, `figures`).
 # Env overrides (for a CPU dry run): N, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE;
 # PREP=0 reuses segment/invert/prior outputs already in $W; PRIORS / FAMILIES choose the runs;
-# EXTRA holds further reconstruct flags (ablations, e.g. EXTRA="--perceptual none" overrides the default).
+# EXTRA holds further reconstruct flags (ablations, e.g. EXTRA="--perceptual none" overrides the default);
+# VARIANTS="tag:flags;tag2:flags2" runs each prior once per variant into g2s/<prior>_<tag>/ (every run
+# gets --scene, so VARIANTS="oracle:--projection oracle" works); BATCH=1 trains each family/prior's N images
+# as N independent models in one process (`reconstruct --independent`, the batched trainer).
 set -euo pipefail
 N=${N:-16}; JOBS=${JOBS:-14}; DEVICE=${DEVICE:-cuda}; INV_STEPS=${INV_STEPS:-1000}
 STAGE_ITERS=${STAGE_ITERS:-500,500,200}; PRIOR_ITERS=${PRIOR_ITERS:-1000}; COLLECT=${COLLECT:-100}; NP=${NP:-16}
@@ -40,17 +43,33 @@ done > "$W/prior_jobs.txt"
 xargs -P 16 -L 1 $G2S < "$W/prior_jobs.txt"
 fi
 echo "prepared in $((SECONDS - START)) s"
+IFS=';' read -r -a VARS <<< "${VARIANTS:-:}"
+for var in "${VARS[@]}"; do
+tag=${var%%:*}; vflags=${var#*:}
 for prior in $PRIORS; do
   for fam in $FAMILIES; do
     D=data/synthetic/test/$fam; F=$W/$fam
+    if [ "${BATCH:-0}" = 1 ]; then   # one process per family/prior: K independent models as one batch
+      mapfile -t ns < <(head -n "$N" "$F/list.txt")
+      pre() { local a=(); for n in "${ns[@]}"; do a+=("$1$n$2"); done; echo "${a[*]}"; }
+      echo "reconstruct --independent --preset synface --crop 0 --image-size 64 --np $NP --collect-iters $COLLECT \
+--stage-iters $STAGE_ITERS --prior-iters $PRIOR_ITERS --perceptual discriminator --raster-bin-size 16 \
+--raster-max-faces-per-bin 2000 --gan $GAN --view-mvn models/synthetic_view_mvn.pth \
+--light-mvn models/synthetic_light_mvn.pth --image $(pre $D/ .png) --latent $(pre $F/inv/ .pt) \
+--prior $(pre $F/prior/$prior/ .npy) --gt-depth $(pre $D/ _depth.png) --gt-encoding synthetic \
+--scene $(pre $D/ .json) --device $DEVICE --log-every 100 ${EXTRA:-} $vflags --out $F/g2s/$prior${tag:+_$tag}"
+      continue
+    fi
     while read -r n; do
       echo "reconstruct --preset synface --crop 0 --image-size 64 --np $NP --collect-iters $COLLECT \
 --stage-iters $STAGE_ITERS --prior-iters $PRIOR_ITERS --perceptual discriminator --raster-bin-size 16 \
 --raster-max-faces-per-bin 2000 --gan $GAN --view-mvn models/synthetic_view_mvn.pth \
 --light-mvn models/synthetic_light_mvn.pth --image $D/$n.png --latent $F/inv/$n.pt --prior $F/prior/$prior/$n.npy \
---gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --device $DEVICE --log-every 100 ${EXTRA:-} --out $F/g2s/$prior/$n"
+--gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --scene $D/$n.json --device $DEVICE --log-every 100 \
+${EXTRA:-} $vflags --out $F/g2s/$prior${tag:+_$tag}/$n"
     done < <(head -n "$N" "$F/list.txt")
   done
+done
 done > "$W/g2s_jobs.txt"
 LEFT=$((DEADLINE - (SECONDS - START)))
 timeout "$LEFT" xargs -P "$JOBS" -L 1 $G2S < "$W/g2s_jobs.txt" > "$W/g2s.log" 2>&1 || echo "reconstruct: stopped (rc $?)"
