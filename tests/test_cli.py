@@ -158,3 +158,13 @@ def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
     (world / "bad.txt").write_text("img0.png\n")
     with pytest.raises(SystemExit, match="bad.txt:1"):
         main(["pretrain", "--list", str(world / "bad.txt"), "--out", str(out), *_common(world)])
+
+
+def test_optimiser_flags_reach_the_method_config(world):
+    from gan2shape.cli import build_parser, method_config
+
+    base = ["reconstruct", "--image", "a.png", "--latent", "a.pt", "--out", "o", *_common(world)]
+    cfg = method_config(build_parser().parse_args(base))
+    assert (cfg.lr, cfg.weight_decay) == (1e-4, 5e-4)  # the original's Adam
+    cfg = method_config(build_parser().parse_args(base + ["--lr", "2e-5", "--weight-decay", "0"]))
+    assert (cfg.lr, cfg.weight_decay) == (2e-5, 0.0)

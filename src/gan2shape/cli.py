@@ -41,6 +41,8 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior-tol", type=float, help="stop the pre-fit once its MSE is below this")
     g.add_argument("--crop", type=int, help="centre crop before resizing (cat/synface: 170; 0: none)")
     g.add_argument("--lam-perc", type=float, help="perceptual weight (original 0.5, replication 1)")
+    g.add_argument("--lr", type=float, help="Adam learning rate of every network (original 1e-4)")
+    g.add_argument("--weight-decay", type=float, help="Adam L2 weight decay (original 5e-4)")
     g.add_argument("--f1-d", type=int, help="mapping layers after the offset injection point (F1_d)")
     g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
@@ -59,7 +61,8 @@ def method_config(args: argparse.Namespace):
     """Build the :class:`MethodConfig` from the preset and the flags that were given."""
     from .trainer import SCHEDULES, Stage, init_iterations_schedule, preset
 
-    names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "f1_d",
+    names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
+             "weight_decay", "f1_d",
              "view_scale", "step3_pool", "optimizers", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
              "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
