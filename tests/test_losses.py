@@ -34,6 +34,21 @@ def test_masked_l1_known_numbers():
     assert masked_l1(x, y, torch.zeros(2, 1, 2, 2)) == 0
 
 
+def test_masked_l1_groups_reduce_within_each_image():
+    """``groups`` = K: the batch-mean within each consecutive chunk (K stacked images)."""
+    x, y = torch.zeros(4, 1, 1, 2), torch.zeros(4, 1, 1, 2)
+    y[0, 0, 0, 0], y[1, 0, 0, 1], y[2, 0, 0, :] = 2.0, 4.0, 1.0
+    mask = torch.ones(4, 1, 1, 2)
+    mask[1, 0, 0, 0] = 0
+    # image 0 = samples 0, 1: (2 + 4) / (2 + 1); image 1 = samples 2, 3: 2 / (2 + 2)
+    assert torch.allclose(masked_l1(x, y, mask, groups=2), torch.tensor([2.0, 0.5]))
+    assert torch.allclose(masked_l1(x, y, groups=2), torch.tensor([6 / 4.0, 2 / 4.0]))  # no mask
+    assert torch.isclose(masked_l1(x, y, mask, groups=1), masked_l1(x, y, mask))
+    for i in range(2):
+        assert torch.isclose(masked_l1(x, y, mask, groups=2)[i], masked_l1(x[2 * i:2 * i + 2], y[2 * i:2 * i + 2],
+                                                                           mask[2 * i:2 * i + 2]))
+
+
 def test_masked_l1_gradient():
     x = torch.zeros(1, 3, 2, 2, requires_grad=True)
     masked_l1(x, torch.ones(1, 3, 2, 2), torch.ones(1, 1, 2, 2)).backward()
@@ -70,6 +85,10 @@ def test_discriminator_feature_loss_known():
     # (3 + 1) / (1 · 2 channels) = 2
     loss = discriminator_feature_loss([fq1, fq2], [fp1, fp2], mask)
     assert torch.isclose(loss, torch.tensor(3.0))
+    # two stacked images: each image's loss is its own (the second has no difference at all)
+    two = discriminator_feature_loss([torch.cat([fq1, fp1]), torch.cat([fq2, fp2])],
+                                     [torch.cat([fp1, fp1]), torch.cat([fp2, fp2])], mask.repeat(2, 1, 1, 1), groups=2)
+    assert torch.allclose(two, torch.tensor([3.0, 0.0]))
     # partial pooling: mask of 1 pixel in a 2×2 block -> weight 0.25
     m2 = torch.zeros(1, 1, 4, 4)
     m2[0, 0, 0, 0] = 1

@@ -251,3 +251,30 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     t.scene = None
     with pytest.raises(ValueError, match="scene"):
         model.step2(t, st, torch.Generator().manual_seed(1))
+
+
+def test_stacked_pseudo_samples_equal_each_image_alone():
+    """render_pseudo_samples on K stacked canonical states = K separate calls (own k_a, k_d, mask)."""
+    from gan2shape.sampling import CanonicalState, render_pseudo_samples
+
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    g = torch.Generator().manual_seed(7)
+    S, n = cfg.image_size, 3
+    depth = 0.95 + 0.1 * torch.rand(2, S, S, generator=g)
+    states = [CanonicalState(depth[i:i + 1], torch.rand(1, 3, S, S, generator=g) * 2 - 1,
+                             model.renderer.normals(depth[i:i + 1]), torch.rand(1, generator=g),
+                             torch.rand(1, generator=g), (torch.rand(1, 1, S, S, generator=g) > 0.3).float())
+              for i in range(2)]
+    stacked = CanonicalState(*(torch.cat([getattr(s, f) for s in states]) for f in
+                               ("depth", "albedo", "normals", "k_a", "k_d", "canon_mask")))
+    views = torch.randn(2 * n, 6, generator=g) * 0.3
+    direction = torch.nn.functional.normalize(torch.randn(2 * n, 3, generator=g), dim=1)
+    strength = torch.rand(2 * n, generator=g)
+    both = render_pseudo_samples(model.renderer, stacked, views, direction, strength, 0.5)
+    for i, st in enumerate(states):
+        sl = slice(i * n, (i + 1) * n)
+        one = render_pseudo_samples(model.renderer, st, views[sl], direction[sl], strength[sl], 0.5)
+        assert torch.allclose(both[0][sl], one[0], atol=1e-6) and torch.equal(both[1][sl], one[1])
+    with pytest.raises(ValueError, match="split evenly"):
+        render_pseudo_samples(model.renderer, stacked, views[:5], direction[:5], strength[:5], 0.5)

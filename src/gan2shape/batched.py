@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .sampling import CanonicalState, ProjectionPool
-from .trainer import (NET_NAMES, STEP_NETS, FitResult, GAN2Shape, Phase, Target, Trainer, make_optimizer,
+from .trainer import (NET_NAMES, STEP_NETS, FitResult, GAN2Shape, Phase, Target, Trainer,
                       phases_of)
 
 __all__ = ["StackedNet", "StackedGAN2Shape", "BatchedTrainer", "BatchedFitResult", "stack_targets"]
@@ -207,15 +207,6 @@ class BatchedTrainer(Trainer):
         self.fast = fast
         self.stacked: StackedGAN2Shape | None = None
 
-    def _stacked_optimizers(self, step: int, persistent: dict | None) -> dict[str, torch.optim.Optimizer]:
-        sm = self.stacked
-        if persistent is not None:
-            if step not in persistent:
-                persistent[step] = make_optimizer([p for k in STEP_NETS[step] for p in sm.nets[k].parameters()],
-                                                  self.cfg)
-            return {"all": persistent[step]}
-        return {k: make_optimizer(sm.nets[k].parameters(), self.cfg) for k in STEP_NETS[step]}
-
     @contextlib.contextmanager
     def _precision(self):
         if not self.fast:
@@ -265,7 +256,7 @@ class BatchedTrainer(Trainer):
             pbar = tqdm(total=sum(p.n for p in phases), desc=f"{k} images", unit="it")
         with self._precision():
             for phase in phases:
-                opts = self._stacked_optimizers(phase.step, persistent)
+                opts = self._optimizers(phase.step, persistent, self.stacked)
                 for it in range(phase.n):
                     per_image = self.iteration(phase, target, st, opts, gens)
                     global_it += 1

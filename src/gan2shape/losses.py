@@ -45,23 +45,29 @@ def _check_reduction(reduction: str) -> None:
 
 
 def masked_l1(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None,
-              reduction: str = "mean") -> torch.Tensor:
+              reduction: str = "mean", groups: int = 1) -> torch.Tensor:
     """``Σ|x−y|·M / ΣM`` with M broadcast over channels (the denominator counts channels).
 
     ``x, y``: ``B×C×H×W``; ``mask``: ``B×1×H×W`` (or ``B×H×W``), or None for a plain mean.
-    ``"mean"``: one value over the whole batch (sums over the batch, then divide);
+    ``"mean"``: one value over the whole batch (sums over the batch, then divide), or with
+    ``groups`` = K one value per consecutive chunk of B/K samples (a K vector: K stacked images);
     ``"none"``: per sample, each sample's sum over its own ΣM. An all-zero mask gives 0.
     """
     _check_reduction(reduction)
     diff = (x - y).abs()
     if mask is None:
-        return diff.mean() if reduction == "mean" else diff.flatten(1).mean(1)
+        if reduction == "mean" and groups == 1:
+            return diff.mean()
+        per_sample = diff.flatten(1).mean(1)
+        return per_sample if reduction == "none" else per_sample.view(groups, -1).mean(1)
     if mask.dim() == diff.dim() - 1:
         mask = mask.unsqueeze(1)
     mask = mask.expand_as(diff)
     num, den = (diff * mask).flatten(1).sum(1), mask.flatten(1).sum(1)
-    if reduction == "mean":
+    if reduction == "mean" and groups == 1:
         num, den = num.sum(), den.sum()
+    elif reduction == "mean":
+        num, den = num.view(groups, -1).sum(1), den.view(groups, -1).sum(1)
     return num / den.clamp_min(1e-12)
 
 
@@ -85,13 +91,13 @@ def smoothness(x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
 
 
 def discriminator_feature_loss(feats_q: list[torch.Tensor], feats_p: list[torch.Tensor],
-                               mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+                               mask: torch.Tensor, reduction: str = "mean", groups: int = 1) -> torch.Tensor:
     """L_D of step 2 (METHOD §4.5): Σ over the feature list of masked L1 between features.
 
     For a feature of size h the mask (``B×1×S×S``) is average-pooled with kernel = stride = S/h
     and broadcast over the feature's channels; each term is ``Σ|fq−fp|·M / ΣM`` (denominator
-    counting channels, as :func:`masked_l1`). ``feats_p`` (pseudo samples) are detached: no
-    gradient flows through them.
+    counting channels, as :func:`masked_l1`, whose ``reduction`` and ``groups`` apply). ``feats_p``
+    (pseudo samples) are detached: no gradient flows through them.
     """
     _check_reduction(reduction)
     if len(feats_q) != len(feats_p) or not feats_q:
@@ -106,7 +112,7 @@ def discriminator_feature_loss(feats_q: list[torch.Tensor], feats_p: list[torch.
             raise ValueError(f"feature shapes {tuple(fq.shape)} / {tuple(fp.shape)} do not fit a mask of size {size}")
         k = size // h
         m = F.avg_pool2d(mask, kernel_size=k, stride=k) if k > 1 else mask
-        total = total + masked_l1(fq, fp.detach(), m, reduction=reduction)
+        total = total + masked_l1(fq, fp.detach(), m, reduction=reduction, groups=groups)
     return total
 
 

@@ -14,15 +14,15 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
+from .trainer import NET_NAMES
 
 log = logging.getLogger("gan2shape")
-
-NET_NAMES = ("netD", "netA", "netV", "netL", "netEnc")
 
 
 def _read_list(path: Path) -> list[tuple[Path, Path, Path | None]]:
     """Lines ``image latent [prior]`` (paths relative to the list's folder unless absolute)."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: file not found")
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         parts = line.split()

@@ -150,27 +150,34 @@ def render_pseudo_samples(renderer: Renderer, state: CanonicalState, raw_views: 
                           z_range: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Relight the canonical albedo and render it from random views (METHOD §5.1, §5.3).
 
+    ``state`` may hold K stacked images; the N views/lights are then K-major, N/K per image, each
+    image relit with its own ambient and diffuse strengths.
     Returns pseudo samples ``N×3×S×S`` (clamped to [-1, 1]) and their masks ``N×1×S×S``
     (nearest-warped canonical object mask; not multiplied by the depth validity mask).
     """
     n = raw_views.shape[0]
+    k = state.depth.shape[0]
+    if n % k:
+        raise ValueError(f"{n} views do not split evenly over {k} canonical states")
     device = state.depth.device
-    light_dir, light_r = light_dir.to(device), light_r.to(device)
+    light_dir, light_r = light_dir.to(device).view(n, 1, 1, 3), light_r.to(device).view(n, 1, 1, 1)
+
+    def per_sample(t: torch.Tensor) -> torch.Tensor:  # each image's canonical quantity, once per sample
+        return t.expand(n, *t.shape[1:]) if k == 1 else t.repeat_interleave(n // k, 0)
+
     # 1. relit canonical texture: shading = (k_a + alpha·r) + (k_d + r)·max(0, n·dir)
-    s_diff = (state.normals.expand(n, -1, -1, -1) * light_dir.view(n, 1, 1, 3)).sum(-1).clamp(min=0).unsqueeze(1)
-    shading = (state.k_a.view(1, 1, 1, 1) + alpha * light_r.view(n, 1, 1, 1)) \
-        + (state.k_d.view(1, 1, 1, 1) + light_r.view(n, 1, 1, 1)) * s_diff
-    texture = compose_texture(state.albedo.expand(n, -1, -1, -1), shading)
+    s_diff = (per_sample(state.normals) * light_dir).sum(-1).clamp(min=0).unsqueeze(1)
+    shading = (per_sample(state.k_a).view(n, 1, 1, 1) + alpha * light_r) \
+        + (per_sample(state.k_d).view(n, 1, 1, 1) + light_r) * s_diff
+    texture = compose_texture(per_sample(state.albedo), shading)
     # 2. canonical object mask (all ones without use_mask)
-    mask = state.canon_mask if state.canon_mask is not None else torch.ones_like(state.depth).unsqueeze(1)
+    mask = per_sample(state.canon_mask) if state.canon_mask is not None else torch.ones_like(texture[:, :1])
     # 3. depth seen from each random view, inverse warp of texture (bilinear) and mask (nearest)
     views = view_to_physical(raw_views.to(device), rot_range_deg, xy_range, z_range)
-    depth = state.depth.expand(n, -1, -1)
-    recon_depth = renderer.warp_canon_depth(depth, views)
+    recon_depth = renderer.warp_canon_depth(per_sample(state.depth), views)
     grid = renderer.inverse_warp_grid(recon_depth, views)
     pseudo = F.grid_sample(texture, grid, mode="bilinear", padding_mode="zeros", align_corners=True).clamp(-1, 1)
-    pseudo_mask = F.grid_sample(mask.expand(n, -1, -1, -1), grid, mode="nearest", padding_mode="zeros",
-                                align_corners=True)
+    pseudo_mask = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=True)
     return pseudo, pseudo_mask
 
 

@@ -449,10 +449,7 @@ class GAN2Shape(nn.Module):
         raw_views, light_dir, light_r = (torch.cat([d[j] for d in draws]) for j in range(3))
         args = (raw_views, light_dir, light_r, c.rand_light[6], c.xyz_rotation_range, c.xy_translation_range,
                 c.z_translation_range)
-        if k == 1:
-            pseudo, pmask = render_pseudo_samples(self.renderer, state, *args)
-        else:
-            pseudo, pmask = _render_pseudo_samples_per_image(self.renderer, state, n, *args)
+        pseudo, pmask = render_pseudo_samples(self.renderer, state, *args)
         return (pseudo, pmask, raw_views, light_dir, light_r) if return_params else (pseudo, pmask)
 
     @torch.no_grad()
@@ -483,10 +480,10 @@ class GAN2Shape(nn.Module):
         dw = self.mapper(e)
         proj = generate_projected(self.G, target.latent.repeat_interleave(n, 0), dw, c.image_size, c.crop,
                                   target.origin_size)
-        l1 = _masked_l1_per_image(proj, pseudo, pmask, k)
+        l1 = masked_l1(proj, pseudo, pmask, groups=k)
         with torch.no_grad():
             feats_p = self.Dgan.features(pseudo, 4)
-        lfeat = _feature_loss_per_image(self.Dgan.features(proj, 4), feats_p, pmask, k)
+        lfeat = discriminator_feature_loss(self.Dgan.features(proj, 4), feats_p, pmask, groups=k)
         reg = latent_regularization(dw) if k == 1 else dw.unflatten(0, (k, n)).pow(2).mean((1, 2))
         loss = l1 + lfeat + c.lam_regular * reg
         if c.projection == "pseudo":  # diagnostic: step 3 is given the pseudo samples themselves
@@ -521,7 +518,7 @@ class GAN2Shape(nn.Module):
         if nb == 2:
             valid = valid[:m] * valid[m:]
         mask = valid * proj_mask
-        l1 = sum(_masked_l1_per_image(recon[i * m:(i + 1) * m], proj, mask, k) for i in range(nb))
+        l1 = sum(masked_l1(recon[i * m:(i + 1) * m], proj, mask, groups=k) for i in range(nb))
         perc = sum(self._perc(recon[i * m:(i + 1) * m], proj, mask, groups=k) for i in range(nb))
         loss = s1.loss + l1 + c.lam_perc * perc
         terms = {**{f"target_{key}": v for key, v in s1.terms.items()}, **_detached(k, proj_l1=l1, proj_perc=perc)}
@@ -544,58 +541,6 @@ def _log_terms(terms: dict[str, torch.Tensor], per_image: bool) -> dict:
     table = torch.stack(list(terms.values()))
     values = table.tolist() if per_image else table.sum(1).tolist()
     return dict(zip(terms, values))
-
-
-def _chunks(t: torch.Tensor, k: int) -> torch.Tensor:
-    """(K·n)×C×H×W -> K×C×n×H×W: each image's n samples seen as one sample of :func:`masked_l1`."""
-    return t.unflatten(0, (k, -1)).transpose(1, 2)
-
-
-def _masked_l1_per_image(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """``masked_l1(reduction="mean")`` within each image's chunk of the batch (K = 1: a scalar)."""
-    if k == 1:
-        return masked_l1(x, y, mask)
-    return masked_l1(_chunks(x, k), _chunks(y, k), _chunks(mask, k), reduction="none")
-
-
-def _feature_loss_per_image(feats_q: list[torch.Tensor], feats_p: list[torch.Tensor], mask: torch.Tensor,
-                            k: int) -> torch.Tensor:
-    """:func:`discriminator_feature_loss` within each image's chunk (the mask pooled to each
-    feature's size, as there)."""
-    if k == 1:
-        return discriminator_feature_loss(feats_q, feats_p, mask)
-    size = mask.shape[-1]
-    total = 0
-    for fq, fp in zip(feats_q, feats_p):
-        s = size // fq.shape[-1]
-        m = F.avg_pool2d(mask, kernel_size=s, stride=s) if s > 1 else mask
-        total = total + _masked_l1_per_image(fq, fp.detach(), m, k)
-    return total
-
-
-@torch.no_grad()
-def _render_pseudo_samples_per_image(renderer: Renderer, state: CanonicalState, n: int, raw_views: torch.Tensor,
-                                     light_dir: torch.Tensor, light_r: torch.Tensor, alpha: float,
-                                     rot_range_deg: float, xy_range: float, z_range: float):
-    """:func:`render_pseudo_samples` for K stacked canonical states, ``n`` samples each (K-major),
-    in one renderer call; the ambient and diffuse strengths are each image's own."""
-    dev = state.depth.device
-    rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731 - one canonical state per sample
-    m = raw_views.shape[0]
-    light_dir, light_r = light_dir.to(dev).view(m, 1, 1, 3), light_r.to(dev).view(m, 1, 1, 1)
-    # 1. relit canonical texture: shading = (k_a + alpha·r) + (k_d + r)·max(0, n·dir)
-    s_diff = (rep(state.normals) * light_dir).sum(-1).clamp(min=0).unsqueeze(1)
-    shading = (rep(state.k_a).view(m, 1, 1, 1) + alpha * light_r) + (rep(state.k_d).view(m, 1, 1, 1) + light_r) * s_diff
-    texture = compose_texture(rep(state.albedo), shading)
-    # 2. canonical object masks (all ones without use_mask)
-    mask = rep(state.canon_mask) if state.canon_mask is not None else torch.ones_like(texture[:, :1])
-    # 3. depth seen from each random view, inverse warp of texture (bilinear) and mask (nearest)
-    views = view_to_physical(raw_views.to(dev), rot_range_deg, xy_range, z_range)
-    recon_depth = renderer.warp_canon_depth(rep(state.depth), views)
-    grid = renderer.inverse_warp_grid(recon_depth, views)
-    pseudo = F.grid_sample(texture, grid, mode="bilinear", padding_mode="zeros", align_corners=True).clamp(-1, 1)
-    pseudo_mask = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=True)
-    return pseudo, pseudo_mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,13 +667,17 @@ class Trainer:
         self.model.load_nets_state(self.initial_state)
 
     # -- optimisers -------------------------------------------------------------------------------
-    def _optimizers(self, step: int, persistent: dict | None) -> dict[str, torch.optim.Optimizer]:
+    def _optimizers(self, step: int, persistent: dict | None, model: nn.Module | None = None
+                    ) -> dict[str, torch.optim.Optimizer]:
+        """The step's optimisers over ``model``'s nets (default: the trainer's model): one per net,
+        re-created, or one persistent optimiser per step (replication)."""
+        nets = (model or self.model).nets
         if persistent is not None:
             if step not in persistent:
-                params = [p for k in STEP_NETS[step] for p in self.model.nets[k].parameters()]
+                params = [p for k in STEP_NETS[step] for p in nets[k].parameters()]
                 persistent[step] = make_optimizer(params, self.cfg)
             return {"all": persistent[step]}
-        return {k: make_optimizer(self.model.nets[k].parameters(), self.cfg) for k in STEP_NETS[step]}
+        return {k: make_optimizer(nets[k].parameters(), self.cfg) for k in STEP_NETS[step]}
 
     # -- one iteration of a phase on a group of targets -------------------------------------------
     def _iteration(self, phase: Phase, targets: list[Target], states: list[TargetState],

@@ -112,7 +112,7 @@ def time_batched(model: GAN2Shape, targets: list[Target], args, fast: bool) -> d
     out = {}
     with bt._precision():
         for step in STEPS:
-            opts = bt._stacked_optimizers(step, None)
+            opts = bt._optimizers(step, None, bt.stacked)
             phase = Phase(0, 0, step, 1, flip=step == 3)
             out[step] = median_seconds(lambda: bt.iteration(phase, target, st, opts, gens), args.device,
                                        args.iters, args.warmup)
