@@ -320,7 +320,11 @@ class BatchedTrainer(Trainer):
         loss.sum().backward()  # image i's parameters get the gradient of image i's loss only
         for o in opts.values():
             o.step()
-        return [{**{key: v[i] for key, v in terms.items()}, "loss": losses[i]} for i in range(k)]
+        logs = [{**{key: v[i] for key, v in terms.items()}, "loss": losses[i]} for i in range(k)]
+        if phase.step in (1, 3) and st.last_metrics:  # ground-truth accuracy of this forward, as Trainer logs it
+            for e, m in zip(logs, st.last_metrics):
+                e.update(side=m["side"], mad=m["mad"])
+        return logs
 
     @torch.no_grad()
     def collect(self, target: Target, st: _BatchState, gens: list[torch.Generator]) -> None:

@@ -557,16 +557,22 @@ def _vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
     return vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
-def _render_family(params: list[SceneParams], size: int, device, supersample: int, raster: str) -> dict:
+def _render_family(params: list[SceneParams], size: int, device, supersample: int, raster: str,
+                   warp: Tensor | None = None) -> dict:
     B, s = len(params), int(supersample)
     H = size * s
     verts_obj, faces, albedo_v = build_meshes(params, size, device)
     # place the objects: P = R(pitch, yaw, roll)·p + C + T
     view = torch.tensor([p.view for p in params], dtype=torch.float32, device=device)
     R = rotation_matrix(view[:, 0], view[:, 1], view[:, 2])
-    shift = view[:, None, 3:6] + verts_obj.new_tensor([0.0, 0.0, ROT_CENTER])
-    verts = verts_obj @ R.transpose(1, 2) + shift
+    centre = verts_obj.new_tensor([0.0, 0.0, ROT_CENTER])
+    verts = verts_obj @ R.transpose(1, 2) + view[:, None, 3:6] + centre
     normals_v = -_vertex_normals(verts, faces)  # method convention: facing the camera → +z
+    if warp is not None:
+        # re-view the placed object like the method's canonical→view warp, P' = Rw(P − C) + C + Tw;
+        # shading (below) stays in the placed frame, normals are reported in the new camera frame
+        Rw = rotation_matrix(warp[:, 0], warp[:, 1], warp[:, 2])
+        verts = (verts - centre) @ Rw.transpose(1, 2) + centre + warp[:, None, 3:6]
     K = intrinsics(size, s, device)
     if raster == "tiled":
         p2f, zbuf, bary = rasterize_tiled(verts, faces, K, H, tile=_TILE, cap=_CAP, cull_backfaces=True)
@@ -600,6 +606,8 @@ def _render_family(params: list[SceneParams], size: int, device, supersample: in
     m = mask[:, 0].clamp(min=1e-12)
     depth = torch.where(fg, (pooled[:, 4] / m).clamp(max=MAX_OBJECT_DEPTH), torch.full_like(m, FAR_DEPTH))
     nrm = pooled[:, 5:8].permute(0, 2, 3, 1)
+    if warp is not None:
+        nrm = (nrm.reshape(B, -1, 3) @ Rw.transpose(1, 2)).reshape(nrm.shape)
     nrm = nrm / nrm.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     nrm = torch.where(fg[..., None], nrm, nrm.new_tensor([0.0, 0.0, 1.0]))
     albedo = torch.where(fg[:, None], pooled[:, 8:11] / m[:, None], torch.zeros_like(pooled[:, 8:11]))
@@ -611,8 +619,12 @@ def _render_family(params: list[SceneParams], size: int, device, supersample: in
 
 @torch.no_grad()
 def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supersample: int = 4,
-                 raster: str = "tiled", chunk: int = 32) -> dict[str, Tensor]:
+                 raster: str = "tiled", chunk: int = 32, warp: Tensor | None = None) -> dict[str, Tensor]:
     """Render scenes (any mix of families) on ``device``.
+
+    ``warp`` (B×6 physical views, optional) re-views each placed object as the method's renderer
+    warps a depth map of it (METHOD §3.2), the light staying attached to the placed object's frame:
+    the ground truth of a pseudo sample whose canonical frame is this image's view.
 
     Returns float32 tensors: ``image`` B×3×S×S in [−1, 1], ``depth`` B×S×S (background 1.1),
     ``normals`` B×S×S×3 (background (0, 0, 1)), ``mask`` B×1×S×S (coverage), ``albedo`` B×3×S×S
@@ -631,7 +643,8 @@ def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supers
         idx = [i for i, p in enumerate(params) if p.family == fam]
         for j in range(0, len(idx), chunk):
             sub = idx[j:j + chunk]
-            parts.append((sub, _render_family([params[i] for i in sub], size, device, supersample, raster)))
+            w = None if warp is None else warp.to(device=device, dtype=torch.float32)[sub]
+            parts.append((sub, _render_family([params[i] for i in sub], size, device, supersample, raster, w)))
     if len(parts) == 1 and parts[0][0] == list(range(len(params))):
         return parts[0][1]
     out = {}
