@@ -295,3 +295,42 @@ def test_stacked_pseudo_samples_equal_each_image_alone():
         assert torch.allclose(both[0][sl], one[0], atol=1e-6) and torch.equal(both[1][sl], one[1])
     with pytest.raises(ValueError, match="split evenly"):
         render_pseudo_samples(model.renderer, stacked, views[:5], direction[:5], strength[:5], 0.5)
+
+
+def test_radam_option_avoids_the_fresh_adam_sign_step():
+    """A fresh Adam moves every weight by ~lr on its first update however small the gradient (the
+    jolt that erases a pre-fitted depth); RAdam's first update is proportional to the gradient."""
+    from gan2shape.trainer import MethodConfig, make_optimizer
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    w_true = torch.randn(8, 1)
+    y = x @ w_true
+    moves = {}
+    for name in ("adam", "radam"):
+        w = torch.nn.Parameter(w_true + 1e-6 * torch.randn(8, 1))  # at the minimum, up to 1e-6
+        opt = make_optimizer([w], MethodConfig(optimizer=name, weight_decay=0.0))
+        assert isinstance(opt, torch.optim.RAdam if name == "radam" else torch.optim.Adam)
+        (x @ w - y).pow(2).mean().backward()
+        before = w.detach().clone()
+        opt.step()
+        moves[name] = (w.detach() - before).abs().max().item()
+    assert moves["adam"] == pytest.approx(1e-4, rel=1e-2)  # lr·sign(g)
+    assert moves["radam"] < 1e-8
+    with pytest.raises(ValueError, match="optimizer"):
+        MethodConfig(optimizer="sgd")
+
+
+def test_depth_lr_step3_gives_the_depth_net_its_own_step3_rate():
+    """--depth-lr-step3: netD's step-3 optimiser (or param group, persistent mode) gets the option's
+    lr; every other net and step keeps lr."""
+    cfg = tiny_config(depth_lr_step3=1e-5)
+    trainer = Trainer(tiny_model(cfg))
+    step3 = trainer._optimizers(3, None)
+    assert {k: o.param_groups[0]["lr"] for k, o in step3.items()} == {
+        "netD": 1e-5, "netA": cfg.lr, "netV": cfg.lr, "netL": cfg.lr}
+    assert trainer._optimizers(0, None)["netD"].param_groups[0]["lr"] == cfg.lr  # the pre-fit keeps lr
+    groups = trainer._optimizers(3, {})["all"].param_groups
+    assert [g["lr"] for g in groups] == [1e-5, cfg.lr, cfg.lr, cfg.lr]
+    with pytest.raises(ValueError, match="depth_lr_step3"):
+        tiny_config(depth_lr_step3=-1.0)

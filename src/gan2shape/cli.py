@@ -43,10 +43,14 @@ def _add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lam-perc", type=float, help="perceptual weight (original 0.5, replication 1)")
     g.add_argument("--lr", type=float, help="Adam learning rate of every network (original 1e-4)")
     g.add_argument("--weight-decay", type=float, help="Adam L2 weight decay (original 5e-4)")
+    g.add_argument("--depth-lr-step3", type=float,
+                   help="our option: learning rate of the depth net in step 3 (default: --lr, as the original)")
     g.add_argument("--f1-d", type=int, help="mapping layers after the offset injection point (F1_d)")
     g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
+    g.add_argument("--optimizer", choices=["adam", "radam"],
+                   help="adam (original) | radam: rectified Adam, no lr·sign(g) first step after each re-creation")
     g.add_argument("--projection", choices=["gan", "pseudo", "oracle"],
                    help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
                         "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
@@ -62,8 +66,8 @@ def method_config(args: argparse.Namespace):
     from .trainer import SCHEDULES, Stage, init_iterations_schedule, preset
 
     names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
-             "weight_decay", "f1_d",
-             "view_scale", "step3_pool", "optimizers", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
+             "weight_decay", "depth_lr_step3", "f1_d",
+             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
              "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.schedule == "init_iterations":

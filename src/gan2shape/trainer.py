@@ -151,6 +151,8 @@ class MethodConfig:
     prior_tol: float | None = None              # stop the pre-fit early once MSE < tol (EXTENSIONS §1.7 REC)
     step3_pool: str = "original"                # "original" pool of collect_iters batches | "last_batch" (replication)
     optimizers: str = "recreate"                # "recreate" at every step switch (original) | "persistent" (replication)
+    optimizer: str = "adam"                     # "adam" (original) | "radam": no sign-step jolt after a re-creation
+    depth_lr_step3: float | None = None         # our option: lr of D in step 3 (None: lr, as the original)
     projection: str = "gan"                     # "gan" | diagnostics "pseudo" / "oracle" (see GAN2Shape.step2)
                                                 # themselves (no GAN information) instead of G(w + Δw)
     seed: int = 0
@@ -168,6 +170,10 @@ class MethodConfig:
             raise ValueError(f"projection must be 'gan', 'pseudo' or 'oracle', got {self.projection!r}")
         if self.optimizers not in ("recreate", "persistent"):
             raise ValueError(f"optimizers must be 'recreate' or 'persistent', got {self.optimizers!r}")
+        if self.optimizer not in ("adam", "radam"):
+            raise ValueError(f"optimizer must be 'adam' or 'radam', got {self.optimizer!r}")
+        if self.depth_lr_step3 is not None and not self.depth_lr_step3 >= 0:
+            raise ValueError(f"depth_lr_step3 must be >= 0, got {self.depth_lr_step3!r}")
         self.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in self.schedule]
         self.rand_light = tuple(self.rand_light)
         self.betas = tuple(self.betas)
@@ -553,9 +559,21 @@ def _f(x) -> float:
     return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
 
 
-def make_optimizer(params, cfg: MethodConfig) -> torch.optim.Adam:
-    """Adam with classic L2 weight decay (not AdamW), as every optimiser of the method."""
-    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+def make_optimizer(params, cfg: MethodConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    """Adam with classic L2 weight decay (not AdamW), as every optimiser of the method.
+
+    ``cfg.optimizer = "radam"`` (our option, not the original's) uses rectified Adam with the same
+    lr, betas and decay. Why: the method re-creates its optimisers at every step switch, and a fresh
+    Adam's first update is lr·sign(g) for every weight. At a converged depth net these signs are
+    coherent, so that one update moves the whole depth map: from a depth pre-fitted to the ground
+    truth, one step-3 update takes SIDE from 0.28 to 2.5 ×10⁻² (one step on the pre-fit loss itself:
+    to 5.1), erasing the prior before the projected samples can act. RAdam takes plain momentum
+    steps, proportional to the gradient, until its second-moment estimate is reliable.
+    """
+    lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 def fit_depth_to_prior(model: GAN2Shape, images: torch.Tensor, priors: torch.Tensor, iters: int,
@@ -673,13 +691,17 @@ class Trainer:
                     ) -> dict[str, torch.optim.Optimizer]:
         """The step's optimisers over ``model``'s nets (default: the trainer's model): one per net,
         re-created, or one persistent optimiser per step (replication)."""
-        nets = (model or self.model).nets
+        nets, c = (model or self.model).nets, self.cfg
+
+        def lr(k: str) -> float:  # the option of a slower depth net in step 3 (None: every net at lr)
+            return c.depth_lr_step3 if step == 3 and k == "netD" and c.depth_lr_step3 is not None else c.lr
+
         if persistent is not None:
             if step not in persistent:
-                params = [p for k in STEP_NETS[step] for p in nets[k].parameters()]
-                persistent[step] = make_optimizer(params, self.cfg)
+                groups = [{"params": list(nets[k].parameters()), "lr": lr(k)} for k in STEP_NETS[step]]
+                persistent[step] = make_optimizer(groups, c)
             return {"all": persistent[step]}
-        return {k: make_optimizer(nets[k].parameters(), self.cfg) for k in STEP_NETS[step]}
+        return {k: make_optimizer(nets[k].parameters(), c, lr(k)) for k in STEP_NETS[step]}
 
     # -- one iteration of a phase on a group of targets -------------------------------------------
     def _iteration(self, phase: Phase, targets: list[Target], states: list[TargetState],

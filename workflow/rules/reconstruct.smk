@@ -35,6 +35,7 @@ rule reconstruct:
         vgg=f"--vgg {config['reconstruct']['vgg']}" if config["reconstruct"]["perceptual"] == "lpips_vgg" else "",
         step3_pool=config["reconstruct"]["step3_pool"],
         optimizers=config["reconstruct"]["optimizers"],
+        optimizer=config["reconstruct"]["optimizer"],
         bins=config["reconstruct"]["raster_bin_size"],
         every=config["reconstruct"]["checkpoint_every"],
         seed=config["seed"],
@@ -52,6 +53,6 @@ rule reconstruct:
         "--gt-encoding {params.gt_encoding} --name {wildcards.image} "
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
-        "--optimizers {params.optimizers} --raster-bin-size {params.bins} --seed {params.seed} "
+        "--optimizers {params.optimizers} --optimizer {params.optimizer} --raster-bin-size {params.bins} --seed {params.seed} "
         "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
         "--progress --out {params.out} > {log} 2>&1"

@@ -5,8 +5,9 @@
 # like schedule, METHOD §8.1) with the ellipsoid and with the smoothed-box prior, JOBS runs at a time
 # on one GPU. The same stage CLIs as the Snakemake DAG; results are packed into $OUT/bench.tgz and
 # tables/figures are made afterwards on any machine (`gan2shape evaluate`, `figures`).
-# Env overrides (for a CPU dry run): N, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE;
-# PREP=0 reuses segment/invert/prior outputs already in $W; PRIORS / FAMILIES choose the runs;
+# Env overrides (for a CPU dry run): N, FIRST, RUNS, JOBS, DEVICE, INV_STEPS, STAGE_ITERS, PRIOR_ITERS, COLLECT, NP, DEADLINE;
+# PREP=0 reuses segment/invert/prior outputs already in $W (or unpacks PREP_TGZ, the prep.tgz of an
+# earlier call, there); PRIORS / FAMILIES choose the runs;
 # EXTRA holds further reconstruct flags (ablations, e.g. EXTRA="--perceptual none" overrides the default);
 # VARIANTS="tag:flags;tag2:flags2" runs each prior once per variant into g2s/<prior>_<tag>/ (every run
 # gets --scene, so VARIANTS="oracle:--projection oracle" works); BATCH=1 trains each family/prior's N images
@@ -15,6 +16,7 @@ set -euo pipefail
 N=${N:-16}; JOBS=${JOBS:-14}; DEVICE=${DEVICE:-cuda}; INV_STEPS=${INV_STEPS:-1000}
 STAGE_ITERS=${STAGE_ITERS:-500,500,200}; PRIOR_ITERS=${PRIOR_ITERS:-1000}; COLLECT=${COLLECT:-100}; NP=${NP:-16}
 DEADLINE=${DEADLINE:-560}
+FIRST=${FIRST:-0}; RUNS=${RUNS:-$N}   # reconstruct images FIRST+1 .. FIRST+RUNS of the prepared N
 PREP=${PREP:-1}; PRIORS=${PRIORS:-ellipsoid smoothed_box}; FAMILIES=${FAMILIES:-face box}           # seconds after start by which the reconstructions must have finished
 OUT=${OUT:-bench_out}; W=${W:-/tmp/bench}
 GAN=models/synthetic_gan.pt; SEG=models/synthetic_segmenter.pt
@@ -41,6 +43,10 @@ for fam in face box; do
   done
 done > "$W/prior_jobs.txt"
 xargs -P 16 -L 1 $G2S < "$W/prior_jobs.txt"
+# the prepared inputs travel to later calls (PREP=0 PREP_TGZ=<this file>, carried in the working tree)
+(cd "$W" && tar czf "$OUT/prep.tgz" face/list.txt box/list.txt face/inv box/inv face/prior box/prior)
+elif [ -n "${PREP_TGZ:-}" ]; then
+  tar xzf "$PREP_TGZ" -C "$W"
 fi
 echo "prepared in $((SECONDS - START)) s"
 IFS=';' read -r -a VARS <<< "${VARIANTS:-:}"
@@ -50,7 +56,7 @@ for prior in $PRIORS; do
   for fam in $FAMILIES; do
     D=data/synthetic/test/$fam; F=$W/$fam
     if [ "${BATCH:-0}" = 1 ]; then   # one process per family/prior: K independent models as one batch
-      mapfile -t ns < <(head -n "$N" "$F/list.txt")
+      mapfile -t ns < <(sed -n "$((FIRST + 1)),$((FIRST + RUNS))p" "$F/list.txt")
       pre() { local a=(); for n in "${ns[@]}"; do a+=("$1$n$2"); done; echo "${a[*]}"; }
       echo "reconstruct --independent --preset synface --crop 0 --image-size 64 --np $NP --collect-iters $COLLECT \
 --stage-iters $STAGE_ITERS --prior-iters $PRIOR_ITERS --perceptual discriminator --raster-bin-size 16 \
@@ -67,7 +73,7 @@ for prior in $PRIORS; do
 --light-mvn models/synthetic_light_mvn.pth --image $D/$n.png --latent $F/inv/$n.pt --prior $F/prior/$prior/$n.npy \
 --gt-depth ${D}/${n}_depth.png --gt-encoding synthetic --scene $D/$n.json --device $DEVICE --log-every 100 \
 ${EXTRA:-} $vflags --out $F/g2s/$prior${tag:+_$tag}/$n"
-    done < <(head -n "$N" "$F/list.txt")
+    done < <(sed -n "$((FIRST + 1)),$((FIRST + RUNS))p" "$F/list.txt")
   done
 done
 done > "$W/g2s_jobs.txt"
