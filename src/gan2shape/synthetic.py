@@ -624,7 +624,8 @@ def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supers
 
     ``warp`` (B×6 physical views, optional) re-views each placed object as the method's renderer
     warps a depth map of it (METHOD §3.2), the light staying attached to the placed object's frame:
-    the ground truth of a pseudo sample whose canonical frame is this image's view.
+    the ground truth of a pseudo sample whose canonical frame is this image's view. ``view`` stays
+    the scene's own placement; ``depth``, ``normals`` and ``mask`` are those of the re-viewed object.
 
     Returns float32 tensors: ``image`` B×3×S×S in [−1, 1], ``depth`` B×S×S (background 1.1),
     ``normals`` B×S×S×3 (background (0, 0, 1)), ``mask`` B×1×S×S (coverage), ``albedo`` B×3×S×S
@@ -638,12 +639,16 @@ def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supers
     if unknown:
         raise ValueError(f"unknown family {sorted(unknown)} (expected one of {FAMILIES})")
     device = torch.device(device)
+    if warp is not None:
+        if tuple(warp.shape) != (len(params), 6):
+            raise ValueError(f"render_batch: warp must be {len(params)}×6 physical views, got {tuple(warp.shape)}")
+        warp = warp.to(device=device, dtype=torch.float32)
     parts: list[tuple[list[int], dict]] = []
     for fam in FAMILIES:
         idx = [i for i, p in enumerate(params) if p.family == fam]
         for j in range(0, len(idx), chunk):
             sub = idx[j:j + chunk]
-            w = None if warp is None else warp.to(device=device, dtype=torch.float32)[sub]
+            w = None if warp is None else warp[sub]
             parts.append((sub, _render_family([params[i] for i in sub], size, device, supersample, raster, w)))
     if len(parts) == 1 and parts[0][0] == list(range(len(params))):
         return parts[0][1]
