@@ -1,0 +1,85 @@
+"""Record the golden tiny runs (``python tests/golden/record.py``): fixed seeds, 32 px, one stage.
+
+Runs (float64, so that re-ordered but equal arithmetic stays far below the 1e-6 tolerance; in
+float32 Adam's first step after each optimiser re-creation amplifies rounding to ~lr):
+* ``k1``: one image, its own model;
+* ``k3``: three images, independent models trained in one batch;
+* ``shared2``: two images sharing one model (losses averaged);
+* ``joint``: joint pre-training over three images;
+* ``generalized``: the generalized trainer over three images (initialisation epoch + 2 epochs).
+Each stores depth, recon_depth, albedo, view, light and the loss log. ``tests/test_golden.py``
+compares the current code with the stored file.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+GOLDEN = HERE / "golden_runs.npz"
+CFG = dict(schedule=None, prior_iters=2, collect_iters=2, relative_enc=True, lam_perc=1.0)
+KEYS = ("depth", "recon_depth", "albedo", "view", "light")
+
+
+def f64(target):
+    return replace(target, image=target.image.double(), latent=target.latent.double(), mask=target.mask.double(),
+                   prior=target.prior.double(), gt_depth=target.prior.double().clone())
+
+
+def world(seeds, **over):
+    from conftest import tiny_config, tiny_model, tiny_target
+    from gan2shape.method.config import Stage
+
+    cfg = {**CFG, "schedule": [Stage(1, 2, 2, flip1=True, flip3=True)], **over}
+    model = tiny_model(tiny_config(**cfg))
+    targets = [f64(tiny_target(model, f"im{s}", s)) for s in seeds]
+    return model.to(torch.float64), targets
+
+
+def log_array(log) -> np.ndarray:
+    """The numeric log entries as one flat float array (keys sorted within each entry)."""
+    vals = []
+    for e in log:
+        for k in sorted(e):
+            if isinstance(e[k], (int, float)) and not isinstance(e[k], bool):
+                vals.append(float(e[k]))
+    return np.asarray(vals, dtype=np.float64)
+
+
+def runs() -> dict[str, np.ndarray]:
+    """Every golden run through the current API; returns name -> array."""
+    from gan2shape.method.config import GeneralizedConfig
+    from gan2shape.method.trainer import Trainer
+
+    out = {}
+
+    def keep(name, res):
+        for k in KEYS:
+            out[f"{name}/{k}"] = getattr(res, k).detach().double().numpy()
+        out[f"{name}/log"] = log_array(res.log)
+
+    model, ts = world([0])
+    keep("k1", Trainer(model, log_every=1).fit(ts))
+    model, ts = world([0, 1, 2])
+    keep("k3", Trainer(model, log_every=1).fit(ts, independent=True))
+    model, ts = world([3, 4])
+    keep("shared2", Trainer(model, log_every=1).fit(ts))
+    model, ts = world([0, 1, 2], use_mask=False, collect_iters=6)
+    keep("joint", Trainer(model, log_every=1).fit_joint(ts))
+    model, ts = world([0, 1, 2], schedule=[])
+    gcfg = GeneralizedConfig(epochs=2, batch_size=2, stage=(1, 1, 1), init_epochs=1, init_stage=(1, 1, 1),
+                             init_rounds=2, prior_epochs=2, save_every=1)
+    keep("generalized", Trainer(model, log_every=1).fit_generalized(ts, gcfg))
+    return out
+
+
+if __name__ == "__main__":
+    np.savez_compressed(GOLDEN, **runs())
+    print(f"wrote {GOLDEN}")
