@@ -12,7 +12,7 @@ S = 32  # working resolution of the tiny world
 def tiny_gan(seed: int = 0):
     """A random narrow StyleGAN2 at 64 px (the discriminator needs 4 residual blocks for the step-2
     loss); its images are resized to the 32-px working size like any GAN output."""
-    from gan2shape.stylegan2 import Discriminator, Generator
+    from gan2shape.gan.stylegan2 import Discriminator, Generator
 
     torch.manual_seed(seed)
     g = Generator(64, style_dim=32, n_mlp=4, channel_multiplier=1, channel_max=32).eval()
@@ -27,7 +27,7 @@ def disc_mask(size: int = S, radius: float = 0.3) -> torch.Tensor:
 
 
 def viewlight():
-    from gan2shape.sampling import ViewLightDistribution
+    from gan2shape.method.sampling import ViewLightDistribution
 
     return ViewLightDistribution.from_moments(
         torch.zeros(6), torch.diag(torch.tensor([0.05, 0.2, 0.02, 0.05, 0.05, 0.0])) ** 2,
@@ -35,7 +35,7 @@ def viewlight():
 
 
 def tiny_config(**over):
-    from gan2shape.trainer import Stage, preset
+    from gan2shape.method.trainer import Stage, preset
 
     kw = dict(image_size=S, batchsize=2, collect_iters=2, prior_iters=3, lam_perc=1.0,
               schedule=[Stage(3, 3, 3, flip3=True)], seed=0)
@@ -45,8 +45,8 @@ def tiny_config(**over):
 
 def tiny_model(cfg=None, seed: int = 0, perceptual: str = "discriminator"):
     """GAN2Shape with the tiny GAN; the network init is seeded so two calls give equal models."""
-    from gan2shape.losses import PerceptualLoss
-    from gan2shape.trainer import GAN2Shape
+    from gan2shape.method.losses import PerceptualLoss
+    from gan2shape.method.trainer import GAN2Shape
 
     g, d = tiny_gan(seed)
     torch.manual_seed(seed + 1)
@@ -56,8 +56,8 @@ def tiny_model(cfg=None, seed: int = 0, perceptual: str = "discriminator"):
 def tiny_target(model, name: str = "img0", seed: int = 0):
     """A target image that is the GAN's own sample (so its latent is exact), with a disc mask and
     an ellipsoid prior."""
-    from gan2shape.priors import make_prior
-    from gan2shape.trainer import Target
+    from gan2shape.method.priors import make_prior
+    from gan2shape.method.trainer import Target
 
     gen = torch.Generator().manual_seed(100 + seed)
     z = torch.randn(1, model.G.style_dim, generator=gen)
@@ -65,7 +65,7 @@ def tiny_target(model, name: str = "img0", seed: int = 0):
         w = model.G.style(z)
         img, _ = model.G(w, input_is_w=True)
     mask = disc_mask()
-    from gan2shape.sampling import postprocess_gan_image
+    from gan2shape.method.sampling import postprocess_gan_image
 
     return Target(name=name, image=postprocess_gan_image(img, S), latent=w, mask=mask,
                   prior=make_prior("ellipsoid", mask=mask, category="car"), origin_size=S)

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from conftest import tiny_config, tiny_model, tiny_target
-from gan2shape.batched import BatchedTrainer, StackedNet, stack_targets
-from gan2shape.networks import build_networks
-from gan2shape.trainer import NET_NAMES, Stage, Trainer
+from gan2shape.method.batched import BatchedTrainer, StackedNet, stack_targets
+from gan2shape.method.networks import build_networks
+from gan2shape.method.trainer import NET_NAMES, Stage, Trainer
 
 # flips in steps 1 and 3, relative encoding, object masks, a pool that reshuffles, ground truth
 CFG = dict(schedule=[Stage(2, 1, 2, flip1=True, flip3=True)], prior_iters=1, collect_iters=2,
@@ -123,7 +123,7 @@ def test_stack_targets_needs_all_or_none():
 def test_cli_independent_writes_each_images_outputs(tmp_path):
     from gan2shape.cli import main
     from gan2shape.data import save_png
-    from gan2shape.stylegan2 import save_latent, save_stylegan2
+    from gan2shape.gan.stylegan2 import save_latent, save_stylegan2
 
     from conftest import disc_mask, tiny_gan, viewlight
 

@@ -13,7 +13,7 @@ import torch
 from conftest import disc_mask, tiny_gan, viewlight
 from gan2shape.cli import main
 from gan2shape.data import save_png
-from gan2shape.stylegan2 import save_latent, save_stylegan2
+from gan2shape.gan.stylegan2 import save_latent, save_stylegan2
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
     official layout; an instance run loads it and, without netD, still pre-fits depth to its prior."""
     import shutil
 
-    from gan2shape.priors import make_prior
+    from gan2shape.method.priors import make_prior
 
     shutil.copy(world / "img0.png", world / "img1.png")
     shutil.copy(world / "img0.pt", world / "img1.pt")
@@ -161,7 +161,8 @@ def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
 
 
 def test_optimiser_flags_reach_the_method_config(world):
-    from gan2shape.cli import build_parser, method_config
+    from gan2shape.cli import build_parser
+    from gan2shape.stages.common import method_config
 
     base = ["reconstruct", "--image", "a.png", "--latent", "a.pt", "--out", "o", *_common(world)]
     cfg = method_config(build_parser().parse_args(base))

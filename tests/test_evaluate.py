@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from gan2shape.cli import main
-from gan2shape.evaluate import evaluate_method, summarize
+from gan2shape.report.evaluate import evaluate_method, summarize
 
 
 def _sphere_depth(s=32, r=0.06):
     """A sphere cap in front of a far background (1.1)."""
-    from gan2shape.renderer import Renderer
+    from gan2shape.method.renderer import Renderer
 
     fx = Renderer(s).fx
     c = (s - 1) / 2
@@ -67,7 +67,7 @@ def test_missing_prediction_names_the_file(tmp_path):
 
 def test_synthetic_depth_png_decodes_like_the_synthetic_module(tmp_path):
     from gan2shape.data import load_depth
-    from gan2shape.synthetic import decode_depth_png, encode_depth_png
+    from gan2shape.world.synthetic import decode_depth_png, encode_depth_png
 
     d = _sphere_depth()[0]
     encode_depth_png(d, tmp_path / "d.png")

@@ -1,4 +1,4 @@
-"""GAN inversion (gan2shape.invert) on a tiny random StyleGAN2 at 32 px."""
+"""GAN inversion (gan2shape.gan.invert) on a tiny random StyleGAN2 at 32 px."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import disc_mask
-from gan2shape.invert import InversionConfig, add_cli, invert, lr_schedule, noise_schedule, psnr
-from gan2shape.stylegan2 import Discriminator, Generator, load_latent, save_latent, save_stylegan2
+from gan2shape.gan.invert import InversionConfig, add_cli, invert, lr_schedule, noise_schedule, psnr
+from gan2shape.gan.stylegan2 import Discriminator, Generator, load_latent, save_latent, save_stylegan2
 
 STEPS = 100
 
@@ -155,7 +155,7 @@ def test_per_image_independence_of_batch(space):
 
 
 def test_discriminator_perceptual_term(G):
-    from gan2shape.losses import PerceptualLoss
+    from gan2shape.method.losses import PerceptualLoss
 
     torch.manual_seed(3)
     d = Discriminator(32, channel_multiplier=1, channel_max=32).eval()
@@ -237,7 +237,7 @@ def test_cli_missing_image_names_the_file(world, monkeypatch):
     import gan2shape.cli as cli
 
     # through the package CLI (the stage registry lists this module)
-    assert "gan2shape.invert" in cli.STAGE_MODULES
+    assert "gan2shape.gan.invert" in cli.STAGE_MODULES
     with pytest.raises(FileNotFoundError, match="nope.png"):
         cli.main(["invert", "--gan", str(world / "gan.pt"), "--images", str(world / "im0.png"),
                   str(world / "nope.png"), "--out-dir", str(world / "o"), "--steps", "1", "--device", "cpu"])

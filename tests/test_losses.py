@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gan2shape.io import CheckpointError
-from gan2shape.losses import (PerceptualLoss, VGGWeightsMissing, discriminator_feature_loss,
+from gan2shape.method.losses import (PerceptualLoss, VGGWeightsMissing, discriminator_feature_loss,
                               latent_regularization, masked_l1, smoothness, vgg16_feature_keys)
 
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from gan2shape.metrics import depth_metrics, erode_mask, gt_mask, mad, side
+from gan2shape.method.metrics import depth_metrics, erode_mask, gt_mask, mad, side
 
 
 def fd_normals(depth: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gan2shape.networks import (EDDeconv, Encoder, ResBlockDown, ResEncoder, build_networks,
+from gan2shape.method.networks import (EDDeconv, Encoder, ResBlockDown, ResEncoder, build_networks,
                                 clamp_border, depth_head, widths)
 
 

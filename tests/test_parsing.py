@@ -15,8 +15,8 @@ import torch.nn as nn
 from PIL import Image
 
 from gan2shape.io import CheckpointError
-from gan2shape.parsing import BiSeNet, CATEGORIES, PSPNet, label_map_to_mask, load_parser, parse
-from gan2shape.parsing.masks import (SPECS, add_cli, confidence_map, logits_to_labels, normalize_input,
+from gan2shape.masks import BiSeNet, CATEGORIES, PSPNet, label_map_to_mask, load_parser, parse
+from gan2shape.masks.parsing import (SPECS, add_cli, confidence_map, logits_to_labels, normalize_input,
                                      parser_logits)
 
 KEYS = Path(__file__).parent / "data" / "keys"

@@ -1,4 +1,4 @@
-"""Tests for gan2shape.priors (METHOD §2.6, EXTENSIONS §1)."""
+"""Tests for gan2shape.method.priors (METHOD §2.6, EXTENSIONS §1)."""
 
 import math
 import warnings
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan2shape.priors import (PRIOR_NAMES, _bounding_boxes, _cap_t, box_prior, confidence_prior,
+from gan2shape.method.priors import (PRIOR_NAMES, _bounding_boxes, _cap_t, box_prior, confidence_prior,
                               ellipsoid_prior, make_prior, masked_box_prior, prior_fits_depth_range,
                               smooth_prior, smoothed_box_prior)
 

@@ -1,4 +1,4 @@
-"""Tests for gan2shape.renderer (METHOD §3). CPU, tiny, seeded."""
+"""Tests for gan2shape.method.renderer (METHOD §3). CPU, tiny, seeded."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan2shape.renderer import (
+from gan2shape.method.renderer import (
     Renderer,
     compose_texture,
     grid_faces,

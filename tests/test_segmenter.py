@@ -1,4 +1,4 @@
-"""Tests for gan2shape.segmenter: the render-trained stand-in for BiSeNet/PSPNet (EXTENSIONS §1.1)."""
+"""Tests for gan2shape.masks.segmenter: the render-trained stand-in for BiSeNet/PSPNet (EXTENSIONS §1.1)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from PIL import Image
 
 from gan2shape.data import save_png
 from gan2shape.io import CheckpointError, torch_bytes
-from gan2shape.priors import make_prior
-from gan2shape.segmenter import (SegNet, add_cli, load_segmenter, load_training_data, save_segmenter, segment,
+from gan2shape.method.priors import make_prior
+from gan2shape.masks.segmenter import (SegNet, add_cli, load_segmenter, load_training_data, save_segmenter, segment,
                                  train_segmenter)
 
 S = 32

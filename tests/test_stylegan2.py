@@ -1,4 +1,4 @@
-"""Tests for gan2shape.stylegan2: official key layout, numerics of the ops, generation semantics,
+"""Tests for gan2shape.gan.stylegan2: official key layout, numerics of the ops, generation semantics,
 checkpoint and latent I/O."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gan2shape.io import CheckpointError
-from gan2shape.stylegan2 import (
+from gan2shape.gan.stylegan2 import (
     Discriminator, Generator, ModulatedConv2d, _infer_arch, fused_leaky_relu, load_latent,
     load_stylegan2, make_kernel, save_latent, save_stylegan2, upfirdn2d,
 )

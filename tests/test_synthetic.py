@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gan2shape import synthetic as sy
-from gan2shape.renderer import Renderer, compose_texture, rotation_matrix, shade
+from gan2shape.method.renderer import Renderer, compose_texture, rotation_matrix, shade
 
 S = 32
 

@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from gan2shape.stylegan2 import load_stylegan2
-from gan2shape.train_gan import GANConfig, GANTrainer, add_cli, d_logistic_loss, g_nonsaturating_loss
+from gan2shape.gan.stylegan2 import load_stylegan2
+from gan2shape.gan.train_gan import GANConfig, GANTrainer, add_cli, d_logistic_loss, g_nonsaturating_loss
 
 TINY = GANConfig(size=16, style_dim=16, n_mlp=2, channel_max=16, batch=4, d_reg_every=2, seed=0)
 
@@ -79,7 +79,7 @@ def test_cli_trains_on_an_image_folder_and_exports(tmp_path):
 
 
 def test_synthetic_pool_source_is_seeded_and_flips():
-    from gan2shape.train_gan import _synthetic_source
+    from gan2shape.gan.train_gan import _synthetic_source
 
     a = _synthetic_source(["face", "box"], 16, 3, seed=0, device="cpu", pool=4)
     b = _synthetic_source(["face", "box"], 16, 3, seed=0, device="cpu", pool=4)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import tiny_config, tiny_model, tiny_target
-from gan2shape.renderer import view_to_physical
-from gan2shape.sampling import LatentOffsetMapper, ProjectionPool
-from gan2shape.trainer import (SCHEDULES, GeneralizedConfig, Stage, Trainer, fit_depth_to_prior,
+from gan2shape.method.renderer import view_to_physical
+from gan2shape.method.sampling import LatentOffsetMapper, ProjectionPool
+from gan2shape.method.trainer import (SCHEDULES, GeneralizedConfig, Stage, Trainer, fit_depth_to_prior,
                                init_iterations_schedule, phases_of, schedule_iterations)
 
 
@@ -211,7 +211,7 @@ def test_pseudo_projection_oracle_gives_step3_the_pseudo_samples():
     t = tiny_target(model)
     t.gan_image = model.gan_image(t)
     out = model.step1(t)
-    from gan2shape.sampling import CanonicalState
+    from gan2shape.method.sampling import CanonicalState
 
     st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -224,7 +224,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     """Diagnostic mode 'oracle': with the identity pseudo view and the scene's own light (strength 0)
     the projected sample is the test render itself; with a pseudo view it is the ground truth warped
     as the method warps the canonical (= input-view) depth; step 2 hands step 3 such renders."""
-    from gan2shape.synthetic import render_batch, sample_params
+    from gan2shape.world.synthetic import render_batch, sample_params
 
     cfg = tiny_config(projection="oracle", image_size=32)
     model = tiny_model(cfg)
@@ -259,7 +259,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     # step 2 returns oracle renders, of the batch size, and refuses a target without a scene
     t.gan_image = model.gan_image(t)
     out = model.step1(t)
-    from gan2shape.sampling import CanonicalState
+    from gan2shape.method.sampling import CanonicalState
 
     st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
     _, _, proj, _ = model.step2(t, st, torch.Generator().manual_seed(1))
@@ -272,7 +272,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
 
 def test_stacked_pseudo_samples_equal_each_image_alone():
     """render_pseudo_samples on K stacked canonical states = K separate calls (own k_a, k_d, mask)."""
-    from gan2shape.sampling import CanonicalState, render_pseudo_samples
+    from gan2shape.method.sampling import CanonicalState, render_pseudo_samples
 
     cfg = tiny_config()
     model = tiny_model(cfg)
@@ -300,7 +300,7 @@ def test_stacked_pseudo_samples_equal_each_image_alone():
 def test_radam_option_avoids_the_fresh_adam_sign_step():
     """A fresh Adam moves every weight by ~lr on its first update however small the gradient (the
     jolt that erases a pre-fitted depth); RAdam's first update is proportional to the gradient."""
-    from gan2shape.trainer import MethodConfig, make_optimizer
+    from gan2shape.method.trainer import MethodConfig, make_optimizer
 
     torch.manual_seed(0)
     x = torch.randn(64, 8)

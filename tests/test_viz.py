@@ -1,4 +1,4 @@
-"""Figures, GIFs, meshes, plots and the HTML report (gan2shape.viz), on 32-px sphere caps."""
+"""Figures, GIFs, meshes, plots and the HTML report (gan2shape.report.viz), on 32-px sphere caps."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from gan2shape import viz
-from gan2shape.renderer import Renderer, compose_texture, shade
+from gan2shape.method.renderer import Renderer, compose_texture, shade
 
 S = 32
 
@@ -158,7 +158,7 @@ def test_rotate_frames_yaw_sweep():
     mirror = (out[0].flip(-1) - out[1]).abs()
     assert mirror.mean() < 0.01 and mirror.flatten().quantile(0.8) < 1e-3
     # the sweep of the original figure (9 yaw + 5 pitch)
-    from gan2shape.sampling import rotation_sweep
+    from gan2shape.method.sampling import rotation_sweep
 
     sweep = viz.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), rotation_sweep())
     assert sweep.shape == (14, 3, S, S) and torch.isfinite(sweep).all()

@@ -2,14 +2,14 @@
 
 One module per paper concept:
 
-* :mod:`gan2shape.stylegan2` -- official-layout StyleGAN2 generator / discriminator
-* :mod:`gan2shape.networks`  -- the depth (D), albedo (A), view (V), light (L) nets and the offset encoder (E)
-* :mod:`gan2shape.renderer`  -- depth map -> mesh -> pytorch3d rasterisation, warps, normals, shading
-* :mod:`gan2shape.losses`    -- photometric, perceptual, smoothness, discriminator-feature, latent losses
-* :mod:`gan2shape.priors`    -- ellipsoid, masked box, smoothed box and confidence shape priors
-* :mod:`gan2shape.sampling`  -- view/light samplers, pseudo samples, projected samples
-* :mod:`gan2shape.trainer`   -- the stage/step schedule (single image, joint, generalized, init iterations)
-* :mod:`gan2shape.metrics`   -- SIDE and MAD
+* :mod:`gan2shape.gan.stylegan2` -- official-layout StyleGAN2 generator / discriminator
+* :mod:`gan2shape.method.networks`  -- the depth (D), albedo (A), view (V), light (L) nets and the offset encoder (E)
+* :mod:`gan2shape.method.renderer`  -- depth map -> mesh -> pytorch3d rasterisation, warps, normals, shading
+* :mod:`gan2shape.method.losses`    -- photometric, perceptual, smoothness, discriminator-feature, latent losses
+* :mod:`gan2shape.method.priors`    -- ellipsoid, masked box, smoothed box and confidence shape priors
+* :mod:`gan2shape.method.sampling`  -- view/light samplers, pseudo samples, projected samples
+* :mod:`gan2shape.method.trainer`   -- the stage/step schedule (single image, joint, generalized, init iterations)
+* :mod:`gan2shape.method.metrics`   -- SIDE and MAD
 """
 
 __version__ = "0.1.0"

@@ -27,12 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gan2shape.batched import BatchedTrainer, _BatchState  # noqa: E402
+from gan2shape.method.batched import BatchedTrainer, _BatchState  # noqa: E402
 from gan2shape.data import load_image, load_mask  # noqa: E402
-from gan2shape.losses import PerceptualLoss  # noqa: E402
-from gan2shape.sampling import ProjectionPool, ViewLightDistribution  # noqa: E402
-from gan2shape.stylegan2 import load_stylegan2  # noqa: E402
-from gan2shape.trainer import GAN2Shape, Phase, Target, TargetState, Trainer, preset  # noqa: E402
+from gan2shape.method.losses import PerceptualLoss  # noqa: E402
+from gan2shape.method.sampling import ProjectionPool, ViewLightDistribution  # noqa: E402
+from gan2shape.gan.stylegan2 import load_stylegan2  # noqa: E402
+from gan2shape.method.trainer import GAN2Shape, Phase, Target, TargetState, Trainer, preset  # noqa: E402
 
 STEPS = (1, 2, 3)
 

@@ -38,7 +38,7 @@ def main() -> None:
     res: dict = {"device": torch.cuda.get_device_name(0)}
 
     # 1. synthetic renders for GAN training
-    from gan2shape.synthetic import TrainingStream, render_batch, stream_params
+    from gan2shape.world.synthetic import TrainingStream, render_batch, stream_params
     for raster in ("native", "tiled"):
         for ss in (4, 2):
             params = stream_params(("face", "box"), 32, seed=0, start=0)
@@ -50,7 +50,7 @@ def main() -> None:
     print({k: v for k, v in res.items() if k.startswith("render")}, flush=True)
 
     # 2. GAN training step
-    from gan2shape.train_gan import GANConfig, GANTrainer
+    from gan2shape.gan.train_gan import GANConfig, GANTrainer
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
@@ -60,10 +60,10 @@ def main() -> None:
     print("gan step", res["gan_step_s"], flush=True)
 
     # 3. GAN2Shape iterations with a random GAN of the committed architecture
-    from gan2shape.losses import PerceptualLoss
-    from gan2shape.priors import make_prior
-    from gan2shape.sampling import ViewLightDistribution
-    from gan2shape.trainer import GAN2Shape, Stage, Target, Trainer, preset
+    from gan2shape.method.losses import PerceptualLoss
+    from gan2shape.method.priors import make_prior
+    from gan2shape.method.sampling import ViewLightDistribution
+    from gan2shape.method.trainer import GAN2Shape, Stage, Target, Trainer, preset
     from gan2shape.utils import resize
     g, d = tr.g_ema, tr.d.eval()
     vl = ViewLightDistribution.from_moments(torch.zeros(6), torch.eye(6) * 0.03, torch.zeros(4), torch.eye(4) * 0.03)
@@ -95,7 +95,7 @@ def main() -> None:
         print("g2s", bins, res[f"g2s_step_median_bins{bins}"], flush=True)
 
     # 4. inversion
-    from gan2shape.invert import InversionConfig, invert
+    from gan2shape.gan.invert import InversionConfig, invert
     targets = render_batch(stream_params(("face", "box"), 64, 5, 0), 64, dev)["image"]
     t0 = time.perf_counter()
     r = invert(g, targets, InversionConfig(steps=50, n_mean_samples=1024))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gan2shape import cli
 from gan2shape.io import safe_torch_load
-from gan2shape.trainer import NET_NAMES, ProjectionPool, TargetState
+from gan2shape.method.trainer import NET_NAMES, ProjectionPool, TargetState
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import CheckpointError, atomic_torch_save, safe_torch_load
+from ..io import CheckpointError, atomic_torch_save, safe_torch_load
 
 __all__ = [
     "upfirdn2d", "fused_leaky_relu", "make_kernel", "channel_table",

@@ -81,7 +81,7 @@ def depth_metrics(recon_depth: torch.Tensor, gt_depth: torch.Tensor,
 
     ``recon_depth``, ``gt_depth``: ``B×S×S``. Mask M = gt_mask(gt) · erode(recon < max_valid_depth)
     (1.2 = max_depth + (max−min)/2). ``normals_fn`` maps ``B×S×S`` depth to ``B×S×S×3`` normals;
-    None uses ``gan2shape.renderer.Renderer(S).normals``. ``mae``/``mse`` are masked means of the
+    None uses ``gan2shape.method.renderer.Renderer(S).normals``. ``mae``/``mse`` are masked means of the
     raw depth difference. Also returns ``mask`` (``B×S×S``). Computed without gradient.
     """
     recon, gt = _as_bhw(recon_depth, "recon_depth"), _as_bhw(gt_depth, "gt_depth")
@@ -89,7 +89,7 @@ def depth_metrics(recon_depth: torch.Tensor, gt_depth: torch.Tensor,
         m = gt_mask(gt) * erode_mask((recon < max_valid_depth).float())
         m = m.to(recon.dtype)
         if normals_fn is None:
-            from .renderer import Renderer  # lazy: the renderer pulls in pytorch3d
+            from ..method.renderer import Renderer  # lazy: the renderer pulls in pytorch3d
 
             normals_fn = Renderer(recon.shape[-1]).normals
         n_pred, n_gt = normals_fn(recon), normals_fn(gt)

@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import CheckpointError, safe_torch_load
+from ..io import CheckpointError, safe_torch_load
 from .renderer import Renderer, compose_texture, view_to_physical
-from .utils import center_crop, resize
+from ..utils import center_crop, resize
 
 # Original default `rand_light` = [x_min, x_max, y_min, y_max, r_min, r_max, alpha] (METHOD §5.1).
 DEFAULT_RAND_LIGHT = (-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6)
@@ -93,7 +93,7 @@ class ViewLightDistribution:
                    MVN(torch.as_tensor(light_mean, dtype=torch.float32), torch.as_tensor(light_cov, dtype=torch.float32)))
 
     def save(self, view_path: str | Path, light_path: str | Path) -> None:
-        from .io import atomic_torch_save
+        from ..io import atomic_torch_save
 
         atomic_torch_save(self.view.state(), view_path)
         atomic_torch_save(self.light.state(), light_path)

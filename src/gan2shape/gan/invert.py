@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .losses import masked_l1
-from .utils import resize
+from ..method.losses import masked_l1
+from ..utils import resize
 
 log = logging.getLogger("gan2shape")
 
@@ -192,7 +192,7 @@ def invert(generator, targets: torch.Tensor, cfg: InversionConfig | None = None,
     """Project ``targets`` (B×3×S×S in [-1, 1]) into W (or W+) of ``generator``.
 
     ``masks``: optional ``B×1×S×S`` object masks (loss weighting, see :class:`InversionConfig`,
-    and the masked PSNR). ``perceptual``: optional :class:`gan2shape.losses.PerceptualLoss`, used
+    and the masked PSNR). ``perceptual``: optional :class:`gan2shape.method.losses.PerceptualLoss`, used
     with weight ``cfg.lam_perceptual``. ``callback(step, info)`` is called after every step with
     ``info = {"loss": per-image loss (B,), "lr": float, "noise": float, "latents": tensor}``.
     ``image_ids``: per-image integers that seed its latent noise (default 0..B−1); pass global
@@ -327,8 +327,8 @@ def _read_list(list_path: Path, root: Path | None) -> list[Path]:
 
 def cmd_invert(args: argparse.Namespace) -> int:
     """Invert images into StyleGAN2 latents (W by default) for GAN2Shape."""
-    from .data import load_image, load_mask, save_json, save_png
-    from .losses import PerceptualLoss
+    from ..data import load_image, load_mask, save_json, save_png
+    from ..method.losses import PerceptualLoss
     from .stylegan2 import load_stylegan2, save_latent
 
     if (args.images is None) == (args.list is None):

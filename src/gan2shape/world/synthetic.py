@@ -75,9 +75,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import atomic_path, atomic_write_text
-from .raster import rasterize_native, rasterize_tiled
-from .renderer import compose_texture, rotation_matrix
+from ..io import atomic_path, atomic_write_text
+from ..method.raster import rasterize_native, rasterize_tiled
+from ..method.renderer import compose_texture, rotation_matrix
 
 __all__ = [
     "FAMILIES",
@@ -871,7 +871,7 @@ def viewlight_moments(families: Iterable[str], n: int, seed: int, rot_range_deg:
     distribution is known, so they are the moments of ``n`` sampled scenes per family: raw view =
     (pitch, yaw, roll)/60°, (tx, ty)/0.1, 0; raw light = (2·k_a − 1, 2·k_d − 1, lx, ly).
     """
-    from .sampling import ViewLightDistribution
+    from ..method.sampling import ViewLightDistribution
 
     views, lights = [], []
     for fam in families:

@@ -5,7 +5,7 @@ copy of the generator (``g_ema``), TF32 matmuls on CUDA. Path-length regularisat
 (it mostly improves latent-space smoothness at high resolution; our 64-px GAN trains within
 minutes). Training is resumable: the checkpoint is an official rosinality-format file (``g``,
 ``d``, ``g_ema``, ``g_optim``, ``d_optim``, ``args``) plus our progress entries, so it loads with
-:func:`gan2shape.stylegan2.load_stylegan2` like any released checkpoint. Outputs: a checkpoint,
+:func:`gan2shape.gan.stylegan2.load_stylegan2` like any released checkpoint. Outputs: a checkpoint,
 a sample grid per interval (fixed z), a loss log (JSON lines) and a loss-curve figure.
 """
 
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .io import CheckpointError, atomic_write_text, safe_torch_load
+from ..io import CheckpointError, atomic_write_text, safe_torch_load
 from .stylegan2 import Discriminator, Generator, save_stylegan2
 
 
@@ -219,7 +219,7 @@ class GANTrainer:
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 4) -> None:
     """A square grid of images in [-1, 1] as one PNG."""
-    from .data import save_png
+    from ..data import save_png
 
     n, c, h, w = images.shape
     rows = math.ceil(n / nrow)
@@ -239,7 +239,7 @@ def plot_losses(log: list[dict], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
+    from ..io import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = [e["images"] / 1000 for e in log]
@@ -264,7 +264,7 @@ def _synthetic_source(families: list[str], size: int, batch: int, seed: int, dev
                       pool: int = 0) -> Callable[[], torch.Tensor]:
     """Fresh renders every batch, or (``pool`` > 0) batches drawn from ``pool`` renders made once
     (rendering costs ~3× a 64-px GAN step on a GPU, so a pool trains several times faster)."""
-    from .synthetic import TrainingStream
+    from ..world.synthetic import TrainingStream
 
     if pool <= 0:
         stream = TrainingStream(families=tuple(families), size=size, batch=batch, seed=seed, device=device)
@@ -294,7 +294,7 @@ def _pool_sampler(images: torch.Tensor, batch: int, seed: int) -> Callable[[], t
 
 def _folder_source(folder: Path, size: int, batch: int, seed: int, device) -> Callable[[], torch.Tensor]:
     """Random batches (with horizontal flips) from a folder of square PNG/JPG images."""
-    from .data import load_image
+    from ..data import load_image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:

@@ -35,7 +35,7 @@ from ..utils import resize
 from .bisenet import BiSeNet
 from .pspnet import PSPNet
 
-logger = logging.getLogger("gan2shape.parsing")
+logger = logging.getLogger("gan2shape.masks")
 
 CATEGORIES = {"face", "synface", "car", "cat", "church", "horse"}
 RULES = ("original", "replication")

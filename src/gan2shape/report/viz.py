@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .io import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text
 
 __all__ = [
     "ORIGINAL_RELIGHT",
@@ -125,7 +125,7 @@ def _as_batch(x, ref: Tensor) -> Tensor:
 
 def canonical_texture(renderer, depth: Tensor, albedo: Tensor, k_a, k_d, light_dir) -> Tensor:
     """Canonical texture ``1×3×S×S`` = albedo shaded by the recovered light (§3.6)."""
-    from .renderer import compose_texture, shade
+    from ..method.renderer import compose_texture, shade
 
     depth = depth.reshape(1, *depth.shape[-2:])
     albedo = albedo.reshape(1, 3, *albedo.shape[-2:]).to(depth)
@@ -149,7 +149,7 @@ def relight_frames(renderer, depth: Tensor, albedo: Tensor, view: Tensor, k_a, k
     inverse-warped into the view like the reconstruction. ``lights``: "original" (the 20 of
     :data:`ORIGINAL_RELIGHT`), "circle" (:func:`circular_lights` with ``n_frames``) or a list of
     (dx, dy, r). Returns ``N×3×S×S`` in [−1, 1]."""
-    from .renderer import compose_texture
+    from ..method.renderer import compose_texture
 
     if isinstance(lights, str):
         if lights == "original":
@@ -307,7 +307,7 @@ def save_mesh_ply(depth: Tensor, renderer, colors: Tensor, path: str | Path, bin
     """PLY of the canonical depth with per-vertex colours (``3×S×S`` in [−1, 1]) and normals:
     S² vertices (export convention), 2(S−1)² triangles (§3.3 grid, counter-clockwise from the
     camera). ASCII unless ``binary`` (little endian)."""
-    from .renderer import grid_faces
+    from ..method.renderer import grid_faces
 
     S = depth.shape[-1]
     V = mesh_vertices(depth, renderer).reshape(-1, 3).numpy().astype(np.float32)
@@ -458,7 +458,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_npy(path: Path, ndim: int) -> Tensor:
-    from .data import read_npy
+    from ..data import read_npy
 
     a = np.asarray(read_npy(path), dtype=np.float32)
     while a.ndim > ndim and a.shape[0] == 1:
@@ -480,7 +480,7 @@ def _json_vec(d: dict, key: str, n: int, path: Path) -> list[float]:
 def load_reconstruction(result_dir: str | Path, image_size: int | None = None) -> dict:
     """depth ``1×S×S``, albedo ``1×3×S×S``, physical view ``1×6`` and light (k_a, k_d, dir) of a
     reconstruct folder, resized to ``image_size`` when given."""
-    from .utils import resize
+    from ..utils import resize
 
     rd = Path(result_dir)
     depth = _read_npy(rd / "depth.npy", 2)
@@ -512,8 +512,8 @@ def write_image_outputs(result_dir: str | Path, input_image_path: str | Path | N
     (§1.8 lights), rotate.gif (``n_frames`` yaw angles in ±``max_yaw_deg``, default 9, then
     max(3, ⌈n/2⌉) pitch angles in ±``max_pitch_deg``, default 5), mesh.obj/.mtl/.png, mesh.ply,
     panel.png. Returns {file name: path}."""
-    from .renderer import Renderer
-    from .sampling import rotation_sweep
+    from ..method.renderer import Renderer
+    from ..method.sampling import rotation_sweep
 
     rd = Path(result_dir)
     out = Path(out_dir) if out_dir is not None else rd / "figures"
@@ -531,7 +531,7 @@ def write_image_outputs(result_dir: str | Path, input_image_path: str | Path | N
     texture = canonical_texture(renderer, depth, albedo, k_a, k_d, direction)
     panel, titles = [], []
     if input_image_path is not None:
-        from .data import load_image
+        from ..data import load_image
 
         img, _ = load_image(input_image_path, S, crop)
         files["input.png"] = _save_rgb(img[0], out / "input.png", (-1.0, 1.0))

@@ -4,7 +4,7 @@ For real data the shape priors start from a semantic parse of the input image (E
 METHOD §7): a *soft object mask* (binary mask at parser resolution, area-shrunk to S) and a
 per-pixel *confidence* of the object class. :func:`segment` produces both in exactly that way from
 a tiny U-Net (:class:`SegNet`) trained by :func:`train_segmenter` on rendered images with known
-coverage masks, so ``gan2shape.priors.make_prior(name, mask=..., confidence=...)`` is fed the same
+coverage masks, so ``gan2shape.method.priors.make_prior(name, mask=..., confidence=...)`` is fed the same
 kind of maps as on real data.
 
 Input convention: images ``B×3×S×S`` in [-1, 1] are fed to the net as they are (the net is trained
@@ -35,10 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import CheckpointError, atomic_torch_save, safe_torch_load
-from .utils import resize
+from ..io import CheckpointError, atomic_torch_save, safe_torch_load
+from ..utils import resize
 
-logger = logging.getLogger("gan2shape.segmenter")
+logger = logging.getLogger("gan2shape.masks.segmenter")
 
 CONFIDENCE_MODES = ("softmax", "logit_minmax")
 _CONFIG_KEYS = ("n_classes", "width", "depth")
@@ -359,7 +359,7 @@ def load_segmenter(path, device: str | torch.device = "cpu") -> SegNet:
 def load_training_data(path, image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` (``N×3×S×S`` in [-1, 1]) and ``masks`` (``N×1×S×S``) from an ``.npz`` with arrays
     ``images``/``masks``, or from a folder of ``<name>.png`` + ``<name>_mask.png`` pairs."""
-    from .data import load_image, load_mask
+    from ..data import load_image, load_mask
 
     path = Path(path)
     if path.is_dir():
@@ -415,7 +415,7 @@ def load_training_data(path, image_size: int | None = None) -> tuple[torch.Tenso
 
 def cmd_train_segmenter(args: argparse.Namespace) -> int:
     """Train the render segmenter and write its checkpoint (and optionally the history JSON)."""
-    from .data import save_json
+    from ..data import save_json
 
     parts = [load_training_data(d, args.image_size) for d in args.data]
     x, m = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -437,7 +437,7 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment images with a trained segmenter: ``<name>_mask.png`` and ``<name>_conf.npy``."""
-    from .data import write_segmentations
+    from ..data import write_segmentations
 
     net = load_segmenter(args.checkpoint, args.device)
     out = Path(args.out_dir)

@@ -5,7 +5,7 @@ Each image keeps its own networks D, A, V, L, E; their parameters are stacked al
 image axis (:class:`StackedNet`: ``torch.func.stack_module_state`` + ``vmap(functional_call)``),
 while the frozen StyleGAN2, its discriminator, the perceptual net and the renderer are shared:
 one generator call makes the K×N_p projected samples, one renderer call the K×N_p pseudo
-samples. The step forwards are :class:`~gan2shape.trainer.GAN2Shape`'s own, with per-image
+samples. The step forwards are :class:`~gan2shape.method.trainer.GAN2Shape`'s own, with per-image
 losses; the backward pass takes the *sum* of the K per-image losses, so image i's parameters get
 exactly the gradient of image i's loss, and one Adam (elementwise, classic L2 weight decay) over
 the stacked parameters is K independent Adams.

@@ -2,7 +2,7 @@
 confidence pipelines of real images (METHOD §7, EXTENSIONS §1.1)."""
 
 from .bisenet import BiSeNet
-from .masks import (CATEGORIES, SPECS, ParserSpec, add_cli, class_probabilities, confidence_map,
+from .parsing import (CATEGORIES, SPECS, ParserSpec, add_cli, class_probabilities, confidence_map,
                     label_map_to_mask, load_parser, logits_to_labels, parse)
 from .pspnet import PSPNet
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from .data import load_array, load_depth, save_json
-from .io import atomic_write_text
-from .metrics import depth_metrics
-from .renderer import Renderer
+from ..data import load_array, load_depth, save_json
+from ..io import atomic_write_text
+from ..method.metrics import depth_metrics
+from ..method.renderer import Renderer
 
 
 def evaluate_method(preds: dict[str, torch.Tensor], gts: dict[str, torch.Tensor],
@@ -64,8 +64,8 @@ def plot_depth_comparison(names: list[str], images: list, preds: list[torch.Tens
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_path
-    from .metrics import gt_mask
+    from ..io import atomic_path
+    from ..method.metrics import gt_mask
 
     n = len(names)
     fig, axes = plt.subplots(n, 4, figsize=(8, 2.1 * n), squeeze=False)

@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .trainer import NET_NAMES
+from ..method.trainer import NET_NAMES
 
 log = logging.getLogger("gan2shape")
 
@@ -39,9 +39,9 @@ def _read_list(path: Path) -> list[tuple[Path, Path, Path | None]]:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Jointly pre-train the GAN2Shape networks on many images; write an official pretrain file."""
-    from .cli import build_model, load_target, method_config
-    from .io import atomic_torch_save
-    from .trainer import Trainer
+    from .common import build_model, load_target, method_config
+    from ..io import atomic_torch_save
+    from ..method.trainer import Trainer
 
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     bad = sorted(set(nets) - set(NET_NAMES))
@@ -63,7 +63,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     atomic_torch_save({**out, "iteration": result.iterations, "config": cfg.to_dict(),
                        "names": [t.name for t in targets], "seconds": result.seconds}, args.out)
     if args.log is not None:
-        from .data import save_json
+        from ..data import save_json
         save_json(result.log, args.log)
     log.info("pre-trained %s on %d images: %d iterations in %.1f s -> %s", ",".join(nets), len(targets),
              result.iterations, result.seconds, args.out)
@@ -71,7 +71,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    from .cli import _add_method_flags, _add_model_flags
+    from .common import add_method_flags, add_model_flags
 
     p = subparsers.add_parser("pretrain", help=cmd_pretrain.__doc__)
     p.add_argument("--list", required=True, type=Path,
@@ -82,7 +82,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, help="training log (JSON)")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--progress", action="store_true")
-    _add_method_flags(p)
-    _add_model_flags(p)
+    add_method_flags(p)
+    add_model_flags(p)
     p.set_defaults(func=cmd_pretrain)
     return p

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import CheckpointError, safe_torch_load
+from ..io import CheckpointError, safe_torch_load
 
 __all__ = [
     "masked_l1", "smoothness", "discriminator_feature_loss", "latent_regularization",

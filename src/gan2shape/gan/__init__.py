@@ -1,0 +1,1 @@
+"""The StyleGAN2 side: the generator/discriminator, GAN inversion, GAN training."""

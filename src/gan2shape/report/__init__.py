@@ -1,0 +1,1 @@
+"""Evaluation and reporting: metrics (SIDE, MAD), evaluate, figures, the HTML report."""

@@ -1,0 +1,1 @@
+"""The method's stage commands: reconstruct, prior, pretrain-depth, pretrain."""

@@ -1,0 +1,178 @@
+"""What the method stages share: the method and model flag groups, the config they resolve to,
+model construction, target loading and the per-image result files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("gan2shape")
+
+
+def bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
+    p.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction,
+                   default=None, help=help + " (default: preset)")
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    from ..method.trainer import PRESETS, SCHEDULES
+
+    g = p.add_argument_group("method (default: the preset's value)")
+    g.add_argument("--preset", default="car", choices=sorted(PRESETS), help="dataset preset of the original configs")
+    g.add_argument("--image-size", type=int, help="working resolution S")
+    g.add_argument("--np", dest="batchsize", type=int, help="N_p: pseudo/projected samples per iteration")
+    g.add_argument("--collect-iters", type=int, help="no-grad step-2 forwards filling the step-3 pool")
+    g.add_argument("--schedule", choices=sorted(SCHEDULES) + ["init_iterations"], help="stage schedule")
+    g.add_argument("--num-stages", type=int, help="keep only the first K stages of the schedule")
+    g.add_argument("--stage-iters", help="N1,N2,N3: override the iteration counts of every stage")
+    g.add_argument("--prior-iters", type=int, help="depth pre-fit iterations (0: none)")
+    g.add_argument("--prior-tol", type=float, help="stop the pre-fit once its MSE is below this")
+    g.add_argument("--crop", type=int, help="centre crop before resizing (cat/synface: 170; 0: none)")
+    g.add_argument("--lam-perc", type=float, help="perceptual weight (original 0.5, replication 1)")
+    g.add_argument("--lr", type=float, help="Adam learning rate of every network (original 1e-4)")
+    g.add_argument("--weight-decay", type=float, help="Adam L2 weight decay (original 5e-4)")
+    g.add_argument("--depth-lr-step3", type=float,
+                   help="our option: learning rate of the depth net in step 3 (default: --lr, as the original)")
+    g.add_argument("--f1-d", type=int, help="mapping layers after the offset injection point (F1_d)")
+    g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
+    g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
+    g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
+    g.add_argument("--optimizer", choices=["adam", "radam"],
+                   help="adam (original) | radam: rectified Adam, no lr·sign(g) first step after each re-creation")
+    g.add_argument("--projection", choices=["gan", "pseudo", "oracle"],
+                   help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
+                        "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
+    g.add_argument("--seed", type=int, help="random seed")
+    g.add_argument("--raster-bin-size", type=int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
+    g.add_argument("--raster-max-faces-per-bin", type=int, help="pytorch3d faces per bin (e.g. 2000)")
+    bool_flag(g, "relative-enc", "encode E(x) − E(G(w))")
+    bool_flag(g, "use-mask", "use the object mask for pseudo samples")
+
+
+def method_config(args: argparse.Namespace):
+    """Build the :class:`MethodConfig` from the preset and the flags that were given."""
+    from ..method.trainer import SCHEDULES, Stage, init_iterations_schedule, preset
+
+    names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
+             "weight_decay", "depth_lr_step3", "f1_d",
+             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
+             "raster_max_faces_per_bin"]
+    over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if args.schedule == "init_iterations":
+        over["schedule"] = init_iterations_schedule()
+    elif args.schedule:
+        over["schedule"] = list(SCHEDULES[args.schedule])
+    if over.get("crop") == 0:  # --crop 0: no crop (e.g. the synface preset on native 64-px images)
+        over["crop"] = None
+    cfg = preset(args.preset, **over)
+    sched = list(cfg.schedule)
+    if args.num_stages is not None:
+        if args.num_stages < 1:
+            raise SystemExit("--num-stages must be >= 1")
+        sched = (sched + [sched[-1]] * args.num_stages)[:args.num_stages]
+    if args.stage_iters:
+        try:
+            n1, n2, n3 = (int(v) for v in args.stage_iters.split(","))
+        except ValueError:
+            raise SystemExit(f"--stage-iters expects N1,N2,N3, got {args.stage_iters!r}")
+        sched = [replace(s, n1=n1, n2=n2 if s.n2 else 0, n3=n3 if s.n3 else 0) for s in sched]
+    cfg.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in sched]
+    return cfg
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--gan", required=True, type=Path, help="StyleGAN2 checkpoint (official rosinality format)")
+    g.add_argument("--view-mvn", required=True, type=Path, help="view MVN file {'mean': [6], 'cov': [6,6]}")
+    g.add_argument("--light-mvn", required=True, type=Path, help="light MVN file {'mean': [4], 'cov': [4,4]}")
+    g.add_argument("--perceptual", default="lpips_vgg", choices=["lpips_vgg", "discriminator", "none"],
+                   help="perceptual loss: LPIPS-VGG (needs --vgg), the GAN discriminator's features, or none")
+    g.add_argument("--vgg", type=Path, help="torchvision VGG16 weights vgg16-397923af.pth (for lpips_vgg)")
+    g.add_argument("--pretrain", type=Path, help="official pretrain file (netD/netA/netV/netL/netEnc)")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_model(args: argparse.Namespace, cfg):
+    """Load the GAN, the perceptual net and the view/light distributions; build the model."""
+    from ..method.losses import PerceptualLoss
+    from ..method.sampling import ViewLightDistribution
+    from ..gan.stylegan2 import load_stylegan2
+    from ..method.trainer import GAN2Shape
+
+    ck = load_stylegan2(args.gan, device="cpu")
+    perceptual = PerceptualLoss(args.perceptual, vgg_path=args.vgg, discriminator=ck.discriminator)
+    vl = ViewLightDistribution.from_files(args.view_mvn, args.light_mvn)
+    return GAN2Shape(cfg, ck.generator, ck.discriminator, perceptual, vl).to(args.device)
+
+
+def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask: Path | None = None,
+                prior: Path | None = None, gt_depth: Path | None = None, prior_name: str | None = None,
+                category: str = "car", confidence: Path | None = None, gt_encoding: str = "unsup3d"):
+    """Read one image and what belongs to it into a :class:`Target`."""
+    from ..data import load_array, load_depth, load_image, load_mask
+    from ..method.priors import make_prior
+    from ..gan.stylegan2 import load_latent
+    from ..method.trainer import Target
+
+    img, origin = load_image(image, cfg.image_size, cfg.crop)
+    t = Target(name=name, image=img, latent=load_latent(latent, style_dim), origin_size=origin)
+    if mask is not None:
+        t.mask = load_mask(mask, cfg.image_size)
+    if gt_depth is not None:
+        t.gt_depth = load_depth(gt_depth, cfg.image_size, cfg.crop, encoding=gt_encoding)
+    if prior is not None:
+        t.prior = load_array(prior, cfg.image_size)
+    elif prior_name is not None and prior_name != "none":
+        conf = load_mask(confidence, cfg.image_size) if confidence is not None else None
+        if t.mask is None and conf is None:
+            raise SystemExit(f"--prior-name {prior_name} needs --mask (or --confidence)")
+        t.prior = make_prior(prior_name, mask=t.mask, confidence=conf, category=category)
+    return t
+
+
+def load_scene(path: Path):
+    """The :class:`SceneParams` of a synthetic test-set record (``<name>.json``)."""
+    import json
+
+    from ..world.synthetic import SceneParams
+
+    try:
+        return SceneParams.from_dict(json.loads(Path(path).read_text())["params"])
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: file not found")
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a synthetic scene record ({type(e).__name__}: {e})")
+
+
+def write_result(result, index: int, out: Path, renderer=None, save_model: dict | None = None) -> None:
+    """Write one image's depth, albedo, view, light, metrics and previews into ``out``."""
+    from ..data import save_json, save_npy, save_png
+    from ..method.renderer import light_to_physical, view_to_physical
+
+    out.mkdir(parents=True, exist_ok=True)
+    i = index
+    depth, recon_depth = result.depth[i], result.recon_depth[i]
+    save_npy(depth, out / "depth.npy")
+    save_npy(recon_depth, out / "recon_depth.npy")
+    save_npy(result.albedo[i], out / "albedo.npy")
+    save_png(result.albedo[i], out / "albedo.png")
+    save_png(result.recon[i], out / "recon.png")
+    lo, hi = float(depth.min()), float(depth.max())
+    save_png(1 - (depth - lo) / max(hi - lo, 1e-8), out / "depth.png", (0.0, 1.0))
+    save_png(result.normals[i].permute(2, 0, 1), out / "normal.png")
+    k_a, k_d, direction = light_to_physical(result.light[i:i + 1])
+    phys = view_to_physical(result.view[i:i + 1])
+    save_json({"view_raw": result.view[i].tolist(),
+               "rotation_rad": phys[0, :3].tolist(), "translation": phys[0, 3:].tolist()}, out / "view.json")
+    save_json({"light_raw": result.light[i].tolist(), "ambient": float(k_a), "diffuse": float(k_d),
+               "direction": direction[0].tolist()}, out / "light.json")
+    save_json({"name": result.names[i], "seconds": result.seconds / len(result.names),
+               "iterations": result.iterations, **result.metrics[i]}, out / "metrics.json")
+    save_json(result.log, out / "log.json")
+    if save_model is not None:
+        from ..io import atomic_torch_save
+        atomic_torch_save(save_model, out / "model.pth")

@@ -1,0 +1,110 @@
+"""``gan2shape reconstruct``: instance-specific GAN2Shape on one image, a group sharing one model, or K
+independent models in one batch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+from .common import add_method_flags, add_model_flags, build_model, load_scene, load_target, method_config, write_result
+
+log = logging.getLogger("gan2shape")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Instance-specific GAN2Shape on one image (or a group sharing one model; with --independent
+    one model per image, all trained in one batch)."""
+    from ..method.trainer import Trainer
+
+    cfg = method_config(args)
+    n = len(args.image)
+    if len(args.latent) != n:
+        raise SystemExit(f"--latent needs one file per --image ({n}), got {len(args.latent)}")
+    for opt in ("mask", "prior", "gt_depth", "name", "scene"):
+        v = getattr(args, opt)
+        if v is not None and len(v) != n:
+            raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
+    if args.independent and args.checkpoint is not None:
+        raise SystemExit("--independent runs do not checkpoint; drop --checkpoint (or run the images separately)")
+    if args.fast and not args.independent:
+        raise SystemExit("--fast applies to --independent runs only")
+    model = build_model(args, cfg)
+    if args.independent:
+        from ..method.batched import BatchedTrainer
+        trainer = BatchedTrainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
+    else:
+        trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
+    if args.pretrain is not None:
+        trainer.load_pretrain(args.pretrain)
+    targets = []
+    for i in range(n):
+        name = args.name[i] if args.name else Path(args.image[i]).stem
+        targets.append(load_target(name, args.image[i], args.latent[i], cfg, model.G.style_dim,
+                                   mask=args.mask[i] if args.mask else None,
+                                   prior=args.prior[i] if args.prior else None,
+                                   gt_depth=args.gt_depth[i] if args.gt_depth else None,
+                                   prior_name=args.prior_name, category=args.category,
+                                   gt_encoding=args.gt_encoding))
+        if args.scene:
+            targets[-1].scene = load_scene(args.scene[i])
+    if cfg.projection == "oracle" and not args.scene:
+        raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
+    if args.independent:
+        # K independent models in one batch; each image's outputs as its own run writes them
+        if len({t.name for t in targets}) != n:
+            raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
+                             f"{[t.name for t in targets]}")
+        result = trainer.fit(targets)
+        for i, t in enumerate(targets):
+            write_result(result.image(i), 0, args.out / t.name,
+                         save_model=result.states[i] if args.save_model else None)
+        log.info("done: %s in %.1f s (%d independent models, one batch)", ", ".join(result.names),
+                 result.seconds, n)
+        return 0
+    result = trainer.fit(targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                         stop_after=args.stop_after)
+    if result.interrupted:
+        log.warning("stopped after %d iterations; checkpoint %s", result.iterations, args.checkpoint)
+        return 3
+    for i, t in enumerate(targets):
+        out = args.out if n == 1 else args.out / t.name
+        write_result(result, i, out, save_model=model.nets_state() if args.save_model else None)
+    if args.checkpoint is not None and not args.keep_checkpoint:
+        args.checkpoint.unlink(missing_ok=True)  # only needed to resume an unfinished run
+    log.info("done: %s in %.1f s", ", ".join(result.names), result.seconds)
+    return 0
+
+
+def add_cli(subparsers) -> argparse.ArgumentParser:
+    r = subparsers.add_parser("reconstruct", help=cmd_reconstruct.__doc__)
+    r.add_argument("--image", nargs="+", required=True, type=Path)
+    r.add_argument("--latent", nargs="+", required=True, type=Path)
+    r.add_argument("--name", nargs="+")
+    r.add_argument("--mask", nargs="+", type=Path)
+    r.add_argument("--prior", nargs="+", type=Path, help=".npy depth priors (from `gan2shape prior`)")
+    r.add_argument("--prior-name", help="build the prior from --mask instead (ellipsoid, smoothed_box, ...)")
+    r.add_argument("--category", default="car", help="category for the ellipsoid box adjustments")
+    r.add_argument("--gt-depth", nargs="+", type=Path, help="ground-truth depth (.npy or unsup3d PNG)")
+    r.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
+                   help="encoding of ground-truth depth PNGs")
+    r.add_argument("--scene", nargs="+", type=Path, help="synthetic scene records (.json; for --projection oracle)")
+    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
+    r.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--save-model", action="store_true", help="also write the trained nets (model.pth)")
+    r.add_argument("--progress", action="store_true", help="tqdm progress bar")
+    r.add_argument("--independent", action="store_true",
+                   help="several --image: train one independent model per image, all in one batch (as separate "
+                        "runs would, outputs in --out/<name>/); default: one model shared by the group")
+    r.add_argument("--fast", action="store_true",
+                   help="with --independent: TF32 and bf16 autocast of the frozen GAN (default: exact fp32)")
+    add_method_flags(r)
+    add_model_flags(r)
+    r.set_defaults(func=cmd_reconstruct)
+
+    return r

@@ -1,0 +1,1 @@
+"""The synthetic world with ground truth: scenes, rendering, the test set."""
