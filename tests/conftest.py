@@ -35,7 +35,7 @@ def viewlight():
 
 
 def tiny_config(**over):
-    from gan2shape.method.trainer import Stage, preset
+    from gan2shape.method.config import Stage, preset
 
     kw = dict(image_size=S, batchsize=2, collect_iters=2, prior_iters=3, lam_perc=1.0,
               schedule=[Stage(3, 3, 3, flip3=True)], seed=0)
@@ -46,7 +46,7 @@ def tiny_config(**over):
 def tiny_model(cfg=None, seed: int = 0, perceptual: str = "discriminator"):
     """GAN2Shape with the tiny GAN; the network init is seeded so two calls give equal models."""
     from gan2shape.method.losses import PerceptualLoss
-    from gan2shape.method.trainer import GAN2Shape
+    from gan2shape.method.model import GAN2Shape
 
     g, d = tiny_gan(seed)
     torch.manual_seed(seed + 1)
@@ -57,7 +57,7 @@ def tiny_target(model, name: str = "img0", seed: int = 0):
     """A target image that is the GAN's own sample (so its latent is exact), with a disc mask and
     an ellipsoid prior."""
     from gan2shape.method.priors import make_prior
-    from gan2shape.method.trainer import Target
+    from gan2shape.method.model import Target
 
     gen = torch.Generator().manual_seed(100 + seed)
     z = torch.randn(1, model.G.style_dim, generator=gen)

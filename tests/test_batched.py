@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from conftest import tiny_config, tiny_model, tiny_target
-from gan2shape.method.batched import BatchedTrainer, StackedNet, stack_targets
+from gan2shape.method.stacked import StackedNet, stack_targets
 from gan2shape.method.networks import build_networks
-from gan2shape.method.trainer import NET_NAMES, Stage, Trainer
+from gan2shape.method.config import NET_NAMES, Stage
+from gan2shape.method.trainer import Trainer
 
 # flips in steps 1 and 3, relative encoding, object masks, a pool that reshuffles, ground truth
 CFG = dict(schedule=[Stage(2, 1, 2, flip1=True, flip3=True)], prior_iters=1, collect_iters=2,
@@ -67,7 +68,7 @@ def test_batched_equals_sequential_runs():
     equal those of Trainer.fit on that image alone (so neither result depends on the other image)."""
     runs = {s: _sequential(s) for s in (0, 1)}
     model, targets = _world([0, 1])
-    res = BatchedTrainer(model, log_every=1).fit(targets)
+    res = Trainer(model, log_every=1).fit(targets, independent=True)
     assert res.names == ["im0", "im1"] and res.depth.shape == (2, 32, 32)
     for i, s in enumerate((0, 1)):
         state, ref = runs[s]
@@ -83,7 +84,7 @@ def test_identical_images_give_identical_results_with_persistent_optimizers():
                 schedule=[Stage(1, 1, 1, flip3=True), Stage(1, 1, 1)])
     state, ref = _sequential(1, **over)
     model, targets = _world([1, 1], **over)
-    res = BatchedTrainer(model, log_every=1).fit([targets[0], replace(targets[1], name="twin")])
+    res = Trainer(model, log_every=1).fit([targets[0], replace(targets[1], name="twin")], independent=True)
     for i in range(2):
         _assert_same_run(state, ref, res.states[i], res.image(i))
     assert all(_close(res.states[0][n][k], res.states[1][n][k], 1e-9) for n in NET_NAMES for k in res.states[0][n])
@@ -164,5 +165,10 @@ def test_cli_independent_writes_each_images_outputs(tmp_path):
         assert set(sd) == set(NET_NAMES) and sd["netD"]["network.0.weight"].dim() == 4  # one image's nets
         assert len(json.loads((d / "view.json").read_text())["view_raw"]) == 6
     assert not np.allclose(depths[0], depths[1])
-    with pytest.raises(SystemExit, match="checkpoint"):
-        main(args + ["--checkpoint", str(tmp_path / "ck.pth")])
+    # the same loop checkpoints independent models: interrupted after 5 iterations, resumed, equal
+    out2, ck = tmp_path / "out2", tmp_path / "ck.pth"
+    args2 = [a if a != str(out) else str(out2) for a in args] + ["--checkpoint", str(ck)]
+    assert main(args2 + ["--stop-after", "5"]) == 3 and ck.exists() and not out2.exists()
+    assert main(args2) == 0 and not ck.exists()
+    for name, depth in zip(("img0", "img1"), depths):
+        assert np.array_equal(np.load(out2 / name / "depth.npy"), depth)

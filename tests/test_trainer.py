@@ -6,12 +6,22 @@ import dataclasses
 
 import pytest
 import torch
-
 from conftest import tiny_config, tiny_model, tiny_target
+
+from gan2shape.diagnostics import install_projection, oracle_samples
+from gan2shape.method.config import (
+    SCHEDULES,
+    GeneralizedConfig,
+    Stage,
+    init_iterations_schedule,
+    schedule_iterations,
+)
+from gan2shape.method.generalized import fit_generalized
+from gan2shape.method.prefit import fit_depth_to_prior
+from gan2shape.method.pretrain import fit_joint
 from gan2shape.method.renderer import view_to_physical
 from gan2shape.method.sampling import LatentOffsetMapper, ProjectionPool
-from gan2shape.method.trainer import (SCHEDULES, GeneralizedConfig, Stage, Trainer, fit_depth_to_prior,
-                               init_iterations_schedule, phases_of, schedule_iterations)
+from gan2shape.method.trainer import Trainer, phases_of
 
 
 def test_schedule_tables_match_the_original_configs():
@@ -132,6 +142,47 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
         assert [e["loss"] for e in r2.log] == [e["loss"] for e in ref.log]
 
 
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
+    """Stale resume: a checkpoint made with another N_p / schedule, or on another image, is
+    discarded with a log line saying why, and the run asked for is the one that runs."""
+    cfg = tiny_config(schedule=[Stage(3, 3, 4)])
+    _, r1 = _run(cfg, tmp_path, stop_after=5)
+    assert r1.interrupted and (tmp_path / "ck.pth").exists()
+    changed = tiny_config(schedule=[Stage(2, 2, 2)], batchsize=3)
+    ref_model, ref = _run(changed)
+    with caplog.at_level("WARNING", logger="gan2shape"):
+        m2, r2 = _run(changed, tmp_path)
+    assert "another run" in caplog.text and "config" in caplog.text
+    assert r2.iterations == ref.iterations == 3 + 6 and _nets_equal(m2, ref_model)
+    # the same configuration on another image
+    _run(cfg, tmp_path, stop_after=5)
+    model = tiny_model(cfg)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gan2shape"):
+        res = Trainer(model).fit(tiny_target(model, "other", 7), checkpoint=tmp_path / "ck.pth")
+    assert "inputs" in caplog.text and res.iterations == 3 + 10
+
+
+def test_checkpoint_holds_what_resume_needs_and_not_the_frozen_gan(tmp_path):
+    """A checkpoint stores the trainable nets, optimiser state, each image's state, random
+    generators and the run's identity; never the frozen GAN, and the pools only while step 3
+    still needs them."""
+    cfg = tiny_config(schedule=[Stage(3, 3, 4)])
+    for stop, pool_kept in ((5, False), (11, True)):  # inside step 1 | inside step 3
+        model, _ = _run(cfg, tmp_path, stop_after=stop, ckpt_name=f"ck{stop}.pth")
+        ck = torch.load(tmp_path / f"ck{stop}.pth", weights_only=True)
+        assert set(ck) == {"identity", "cursor", "iteration", "names", "model", "optimizers", "persistent",
+                           "targets", "rng", "torch_rng", "log", "elapsed"}
+        assert set(ck["identity"]) == {"config", "independent", "pretrained_depth", "inputs"}
+        nets = {k.split(".")[1] for k in ck["model"] if k.startswith("nets.")}
+        assert nets == {"netD", "netA", "netV", "netL", "netEnc"}
+        assert not any(k.startswith(("_frozen", "G.", "Dgan.")) for k in ck["model"])
+        gan_names = {id(t) for t in model.G.state_dict().values()}
+        assert all(id(t) not in gan_names for t in model.state_dict().values())
+        assert sorted(ck["model"]) == sorted(model.state_dict())  # the five nets and small buffers only
+        assert (ck["targets"][0]["pool"] is not None) == pool_kept
+
+
 def test_reset_between_images_and_same_random_init():
     """Instance mode starts every image from the same snapshot (reset_weight)."""
     model = tiny_model(tiny_config())
@@ -173,7 +224,7 @@ def test_joint_pretraining_writes_an_official_pretrain_file(tmp_path):
     cfg = tiny_config(schedule=[Stage(2, 2, 2), Stage(2, 2, 2, flip1=True, flip3=True)], collect_iters=6)
     model = tiny_model(cfg)
     targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
-    res = Trainer(model).fit_joint(targets, checkpoint=tmp_path / "pre.pth")
+    res = fit_joint(Trainer(model), targets, checkpoint=tmp_path / "pre.pth")
     assert res.iterations == 12 and res.depth.shape == (3, 32, 32)
     sd = torch.load(tmp_path / "pre.pth", weights_only=True)
     assert {"netD", "netA", "netV", "netL", "netEnc"} <= set(sd)
@@ -193,21 +244,21 @@ def test_generalized_trainer_checkpoints_every_epoch_and_resumes(tmp_path):
                              init_rounds=2, prior_epochs=2, save_every=2)
     model = tiny_model(cfg)
     targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
-    res = Trainer(model, log_every=1).fit_generalized(targets, gcfg, checkpoint_dir=tmp_path)
+    res = fit_generalized(Trainer(model, log_every=1), targets, gcfg, checkpoint_dir=tmp_path)
     # epochs: 1 init epoch (rounds 2) + 2 regular; the last epoch is always saved (bug 3 fixed)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0002.pth", "epoch_0003.pth"]
     per_batch = lambda n_img, rounds: 1 + n_img * rounds * 2  # noqa: E731
     assert res.iterations == sum(per_batch(2, r) + per_batch(1, r) for r in (2, 1, 1))
     # resuming from the last checkpoint runs nothing more
     m2 = tiny_model(cfg)
-    r2 = Trainer(m2).fit_generalized([tiny_target(m2, f"im{i}", i) for i in range(3)], gcfg, checkpoint_dir=tmp_path)
+    r2 = fit_generalized(Trainer(m2), [tiny_target(m2, f"im{i}", i) for i in range(3)], gcfg, checkpoint_dir=tmp_path)
     assert r2.iterations == res.iterations and _nets_equal(m2, model)
 
 
 def test_pseudo_projection_oracle_gives_step3_the_pseudo_samples():
     """Diagnostic mode: the collected pool holds the pseudo samples, not GAN outputs."""
     cfg = tiny_config(projection="pseudo")
-    model = tiny_model(cfg)
+    model = install_projection(tiny_model(cfg))
     t = tiny_target(model)
     t.gan_image = model.gan_image(t)
     out = model.step1(t)
@@ -227,15 +278,15 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     from gan2shape.world.synthetic import render_batch, sample_params
 
     cfg = tiny_config(projection="oracle", image_size=32)
-    model = tiny_model(cfg)
+    model = install_projection(tiny_model(cfg))
     scene = sample_params("face", 1, seed=3)[0]
     truth = render_batch([scene], size=cfg.image_size)
     t = tiny_target(model)
     t.scene = scene
     direction = torch.nn.functional.normalize(torch.tensor([[scene.lx, scene.ly, 1.0]]), dim=1)
-    same = model.oracle_samples(t, torch.zeros(1, 6), direction, torch.zeros(1))
+    same = oracle_samples(model, t, torch.zeros(1, 6), direction, torch.zeros(1))
     assert torch.allclose(same, truth["image"], atol=1e-4)
-    brighter = model.oracle_samples(t, torch.zeros(1, 6), direction, torch.full((1,), 0.5))
+    brighter = oracle_samples(model, t, torch.zeros(1, 6), direction, torch.full((1,), 0.5))
     assert (brighter - truth["image"]).abs().max() > 0.1
     # a box re-viewed by 15° yaw and a shift: the oracle's depth is the ground truth warped by the
     # method's renderer (up to the renderer's own sub-pixel error, seen in the identity warp)
@@ -254,7 +305,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     scene0 = dataclasses.replace(scene, lx=0.0, ly=0.0)
     warped = render_batch([scene0], size=cfg.image_size, warp=view)
     light0 = torch.tensor([[0.0, 0.0, 1.0]])
-    assert torch.allclose(model.oracle_samples(dataclasses.replace(t, scene=scene0), raw, light0, torch.zeros(1)),
+    assert torch.allclose(oracle_samples(model, dataclasses.replace(t, scene=scene0), raw, light0, torch.zeros(1)),
                           warped["image"], atol=1e-5)
     # step 2 returns oracle renders, of the batch size, and refuses a target without a scene
     t.gan_image = model.gan_image(t)
@@ -300,7 +351,8 @@ def test_stacked_pseudo_samples_equal_each_image_alone():
 def test_radam_option_avoids_the_fresh_adam_sign_step():
     """A fresh Adam moves every weight by ~lr on its first update however small the gradient (the
     jolt that erases a pre-fitted depth); RAdam's first update is proportional to the gradient."""
-    from gan2shape.method.trainer import MethodConfig, make_optimizer
+    from gan2shape.method.config import MethodConfig
+    from gan2shape.method.optim import make_optimizer
 
     torch.manual_seed(0)
     x = torch.randn(64, 8)
@@ -326,11 +378,12 @@ def test_depth_lr_step3_gives_the_depth_net_its_own_step3_rate():
     lr; every other net and step keeps lr."""
     cfg = tiny_config(depth_lr_step3=1e-5)
     trainer = Trainer(tiny_model(cfg))
-    step3 = trainer._optimizers(3, None)
+    whole = trainer.group([tiny_target(trainer.model)])
+    step3 = trainer.optimizers(3, whole, None)
     assert {k: o.param_groups[0]["lr"] for k, o in step3.items()} == {
         "netD": 1e-5, "netA": cfg.lr, "netV": cfg.lr, "netL": cfg.lr}
-    assert trainer._optimizers(0, None)["netD"].param_groups[0]["lr"] == cfg.lr  # the pre-fit keeps lr
-    groups = trainer._optimizers(3, {})["all"].param_groups
+    assert trainer.optimizers(0, whole, None)["netD"].param_groups[0]["lr"] == cfg.lr  # the pre-fit keeps lr
+    groups = trainer.optimizers(3, whole, {})["all"].param_groups
     assert [g["lr"] for g in groups] == [1e-5, cfg.lr, cfg.lr, cfg.lr]
     with pytest.raises(ValueError, match="depth_lr_step3"):
         tiny_config(depth_lr_step3=-1.0)

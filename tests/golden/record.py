@@ -1,14 +1,19 @@
 """Record the golden tiny runs (``python tests/golden/record.py``): fixed seeds, 32 px, one stage.
 
-Runs (float64, so that re-ordered but equal arithmetic stays far below the 1e-6 tolerance; in
-float32 Adam's first step after each optimiser re-creation amplifies rounding to ~lr):
+Runs (float64, so that re-ordered but equal arithmetic stays far below the 1e-6 tolerance). Each run
+is short on purpose: Adam's first step after each optimiser re-creation is ≈ lr·g/(|g| + eps), which
+multiplies a rounding difference in a near-zero gradient by up to lr/eps = 1e4, so a rounding
+difference of 1e-16 (batched instead of one-by-one convolutions) grows ~100× per iteration; in float32,
+or after ~15 iterations in float64, two equal computations no longer agree to 1e-6.
 * ``k1``: one image, its own model;
 * ``k3``: three images, independent models trained in one batch;
 * ``shared2``: two images sharing one model (losses averaged);
 * ``joint``: joint pre-training over three images;
 * ``generalized``: the generalized trainer over three images (initialisation epoch + 2 epochs).
 Each stores depth, recon_depth, albedo, view, light and the loss log. ``tests/test_golden.py``
-compares the current code with the stored file.
+compares the current code with the stored file. The stored file was made on 2026-12-01 by the
+code before the training-loop refactor (two trainer classes); this script is the same runs through
+today's API.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ def log_array(log) -> np.ndarray:
 def runs() -> dict[str, np.ndarray]:
     """Every golden run through the current API; returns name -> array."""
     from gan2shape.method.config import GeneralizedConfig
+    from gan2shape.method.generalized import fit_generalized
+    from gan2shape.method.pretrain import fit_joint
     from gan2shape.method.trainer import Trainer
 
     out = {}
@@ -72,11 +79,10 @@ def runs() -> dict[str, np.ndarray]:
     model, ts = world([3, 4])
     keep("shared2", Trainer(model, log_every=1).fit(ts))
     model, ts = world([0, 1, 2], use_mask=False, collect_iters=6)
-    keep("joint", Trainer(model, log_every=1).fit_joint(ts))
+    keep("joint", fit_joint(Trainer(model, log_every=1), ts))
     model, ts = world([0, 1, 2], schedule=[])
-    gcfg = GeneralizedConfig(epochs=2, batch_size=2, stage=(1, 1, 1), init_epochs=1, init_stage=(1, 1, 1),
-                             init_rounds=2, prior_epochs=2, save_every=1)
-    keep("generalized", Trainer(model, log_every=1).fit_generalized(ts, gcfg))
+    gcfg = GeneralizedConfig(epochs=1, batch_size=2, stage=(1, 1, 1), init_epochs=0, prior_epochs=2, save_every=1)
+    keep("generalized", fit_generalized(Trainer(model, log_every=1), ts, gcfg))
     return out
 
 

@@ -19,7 +19,7 @@ def bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:
-    from ..method.trainer import PRESETS, SCHEDULES
+    from ..method.config import PRESETS, SCHEDULES
 
     g = p.add_argument_group("method (default: the preset's value)")
     g.add_argument("--preset", default="car", choices=sorted(PRESETS), help="dataset preset of the original configs")
@@ -55,7 +55,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
 def method_config(args: argparse.Namespace):
     """Build the :class:`MethodConfig` from the preset and the flags that were given."""
-    from ..method.trainer import SCHEDULES, Stage, init_iterations_schedule, preset
+    from ..method.config import SCHEDULES, Stage, init_iterations_schedule, preset
 
     names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
@@ -101,12 +101,13 @@ def build_model(args: argparse.Namespace, cfg):
     from ..method.losses import PerceptualLoss
     from ..method.sampling import ViewLightDistribution
     from ..gan.stylegan2 import load_stylegan2
-    from ..method.trainer import GAN2Shape
+    from ..diagnostics import install_projection
+    from ..method.model import GAN2Shape
 
     ck = load_stylegan2(args.gan, device="cpu")
     perceptual = PerceptualLoss(args.perceptual, vgg_path=args.vgg, discriminator=ck.discriminator)
     vl = ViewLightDistribution.from_files(args.view_mvn, args.light_mvn)
-    return GAN2Shape(cfg, ck.generator, ck.discriminator, perceptual, vl).to(args.device)
+    return install_projection(GAN2Shape(cfg, ck.generator, ck.discriminator, perceptual, vl).to(args.device))
 
 
 def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask: Path | None = None,
@@ -116,7 +117,7 @@ def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask:
     from ..data import load_array, load_depth, load_image, load_mask
     from ..method.priors import make_prior
     from ..gan.stylegan2 import load_latent
-    from ..method.trainer import Target
+    from ..method.model import Target
 
     img, origin = load_image(image, cfg.image_size, cfg.crop)
     t = Target(name=name, image=img, latent=load_latent(latent, style_dim), origin_size=origin)

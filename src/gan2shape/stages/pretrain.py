@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..method.trainer import NET_NAMES
+from ..method.config import NET_NAMES
 
 log = logging.getLogger("gan2shape")
 
@@ -41,6 +41,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     """Jointly pre-train the GAN2Shape networks on many images; write an official pretrain file."""
     from .common import build_model, load_target, method_config
     from ..io import atomic_torch_save
+    from ..method.pretrain import fit_joint
     from ..method.trainer import Trainer
 
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
@@ -56,7 +57,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = [load_target(img.stem, img, lat, cfg, model.G.style_dim, prior=prior) for img, lat, prior in rows]
-    result = trainer.fit_joint(targets)
+    result = fit_joint(trainer, targets)
     state = model.nets_state()
     out = {k: {n: (t.half() if args.half and t.is_floating_point() else t) for n, t in state[k].items()}
            for k in nets}

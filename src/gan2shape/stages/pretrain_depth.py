@@ -17,7 +17,9 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
     from ..data import load_array, load_image
     from ..io import atomic_torch_save
     from ..method.networks import build_networks
-    from ..method.trainer import GAN2Shape, MethodConfig, fit_depth_to_prior
+    from ..method.config import MethodConfig
+    from ..method.model import GAN2Shape
+    from ..method.prefit import fit_depth_to_prior
 
     if len(args.image) != len(args.prior):
         raise SystemExit("--image and --prior need the same number of files")

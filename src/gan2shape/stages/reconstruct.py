@@ -26,16 +26,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         v = getattr(args, opt)
         if v is not None and len(v) != n:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
-    if args.independent and args.checkpoint is not None:
-        raise SystemExit("--independent runs do not checkpoint; drop --checkpoint (or run the images separately)")
     if args.fast and not args.independent:
         raise SystemExit("--fast applies to --independent runs only")
     model = build_model(args, cfg)
-    if args.independent:
-        from ..method.batched import BatchedTrainer
-        trainer = BatchedTrainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
-    else:
-        trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
+    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = []
@@ -51,29 +45,25 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             targets[-1].scene = load_scene(args.scene[i])
     if cfg.projection == "oracle" and not args.scene:
         raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
-    if args.independent:
-        # K independent models in one batch; each image's outputs as its own run writes them
-        if len({t.name for t in targets}) != n:
-            raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
-                             f"{[t.name for t in targets]}")
-        result = trainer.fit(targets)
-        for i, t in enumerate(targets):
-            write_result(result.image(i), 0, args.out / t.name,
-                         save_model=result.states[i] if args.save_model else None)
-        log.info("done: %s in %.1f s (%d independent models, one batch)", ", ".join(result.names),
-                 result.seconds, n)
-        return 0
-    result = trainer.fit(targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                         stop_after=args.stop_after)
+    if args.independent and len({t.name for t in targets}) != n:
+        raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
+                         f"{[t.name for t in targets]}")
+    result = trainer.fit(targets, independent=args.independent, checkpoint=args.checkpoint,
+                         checkpoint_every=args.checkpoint_every, stop_after=args.stop_after)
     if result.interrupted:
         log.warning("stopped after %d iterations; checkpoint %s", result.iterations, args.checkpoint)
         return 3
     for i, t in enumerate(targets):
-        out = args.out if n == 1 else args.out / t.name
-        write_result(result, i, out, save_model=model.nets_state() if args.save_model else None)
+        if args.independent:  # each image's outputs as its own run writes them
+            write_result(result.image(i), 0, args.out / t.name,
+                         save_model=result.states[i] if args.save_model else None)
+        else:
+            write_result(result, i, args.out if n == 1 else args.out / t.name,
+                         save_model=model.nets_state() if args.save_model else None)
     if args.checkpoint is not None and not args.keep_checkpoint:
         args.checkpoint.unlink(missing_ok=True)  # only needed to resume an unfinished run
-    log.info("done: %s in %.1f s", ", ".join(result.names), result.seconds)
+    log.info("done: %s in %.1f s%s", ", ".join(result.names), result.seconds,
+             f" ({n} independent models, one batch)" if args.independent else "")
     return 0
 
 
