@@ -177,9 +177,8 @@ def test_checkpoint_holds_what_resume_needs_and_not_the_frozen_gan(tmp_path):
         nets = {k.split(".")[1] for k in ck["model"] if k.startswith("nets.")}
         assert nets == {"netD", "netA", "netV", "netL", "netEnc"}
         assert not any(k.startswith(("_frozen", "G.", "Dgan.")) for k in ck["model"])
-        gan_names = {id(t) for t in model.G.state_dict().values()}
-        assert all(id(t) not in gan_names for t in model.state_dict().values())
-        assert sorted(ck["model"]) == sorted(model.state_dict())  # the five nets and small buffers only
+        assert {k for k in ck["model"] if not k.startswith("nets.")} == {  # the five nets and small buffers
+            "view_mean", "light_mean", "mapper.center_h", "mapper.center_w"}
         assert (ck["targets"][0]["pool"] is not None) == pool_kept
 
 
