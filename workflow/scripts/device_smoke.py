@@ -38,7 +38,7 @@ def main() -> None:
     res: dict = {"device": torch.cuda.get_device_name(0)}
 
     # 1. synthetic renders for GAN training
-    from gan2shape.world.synthetic import TrainingStream, render_batch, stream_params
+    from gan2shape.world import TrainingStream, render_batch, stream_params
     for raster in ("native", "tiled"):
         for ss in (4, 2):
             params = stream_params(("face", "box"), 32, seed=0, start=0)

@@ -466,7 +466,7 @@ class GAN2Shape(nn.Module):
         so the ground-truth object is rendered as placed in the input image, then re-viewed by each
         pseudo view with the method's warp; the pseudo light is attached to that frame, its strength
         added to the object's own k_a, k_d (METHOD §5.1)."""
-        from ..world.synthetic import render_batch
+        from ..world.render import render_batch
         c = self.cfg
         if target.scene is None:
             raise ValueError(f"{target.name}: projection 'oracle' needs the synthetic scene parameters")
