@@ -1,4 +1,4 @@
-# Helpers shared by the rules: the dataset table, the image list, per-image paths.
+# Helpers shared by the rules: the chosen dataset (config/datasets.yaml), the image list, per-image paths.
 # (No lambdas in rules: every input function lives here.)
 import os
 from pathlib import Path
@@ -8,44 +8,15 @@ PRESET = config["presets"][config["preset"]]
 RES = f"results/{DS}"
 SYN = config["synthetic"]
 
-# Facts about each dataset: the method preset of the original configs, where the release puts its
-# files (METHOD §9), which parser and which category rules apply.
 ENV = "../envs/gan2shape.yaml"  # the conda environment of every rule (`--sdm conda`)
-CK = "checkpoints"
-DATASETS = {
-    "synthetic-face": dict(kind="synthetic", family="face", preset="synface", size=64),
-    "synthetic-box": dict(kind="synthetic", family="box", preset="synface", size=64),
-    "celeba": dict(kind="real", preset="celeba", parse="face", size=128, root="data/celeba",
-                   list="list_200-399.txt", gan=f"{CK}/stylegan2/stylegan2-celeba-config-e.pt",
-                   view_mvn=f"{CK}/view_light/celeba_view_mvn.pth", light_mvn=f"{CK}/view_light/celeba_light_mvn.pth",
-                   parser=f"{CK}/parsing/bisenet.pth", pretrain=f"{CK}/gan2shape/celeba_pretrain.pth", gt=False),
-    "cat": dict(kind="real", preset="cat", parse="cat", size=128, root="data/cat", list="list_200-215.txt",
-                gan=f"{CK}/stylegan2/stylegan2-catface-config-e.pt", view_mvn=f"{CK}/view_light/cat_view_mvn.pth",
-                light_mvn=f"{CK}/view_light/cat_light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth",
-                pretrain=f"{CK}/gan2shape/cat_pretrain.pth", gt=False),
-    "car": dict(kind="real", preset="car", parse="car", size=128, root="data/car", list="list.txt",
-                gan=f"{CK}/stylegan2/stylegan2-car-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
-                light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth", pretrain=None,
-                gt=False),
-    "church": dict(kind="real", preset="church", parse="church", size=128, root="data/church", list="list.txt",
-                   gan=f"{CK}/stylegan2/stylegan2-church-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
-                   light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_ade20k.pth",
-                   pretrain=None, gt=False),
-    "synface": dict(kind="real", preset="synface", parse="synface", size=64, root="data/synface/test",
-                    list="list.txt", images="image", gan=f"{CK}/stylegan2/stylegan2-synface-config-e.pt",
-                    view_mvn=f"{CK}/view_light/synface_view_mvn.pth",
-                    light_mvn=f"{CK}/view_light/synface_light_mvn.pth", parser=f"{CK}/parsing/bisenet.pth",
-                    pretrain=f"{CK}/gan2shape/synface_pretrain.pth", gt=True),
-}
 D = DATASETS[DS]
 SYNTHETIC = D["kind"] == "synthetic"
 
+ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
+GT = D["gt_encoding"] is not None  # ground-truth depth: the synthetic world, synface
 if SYNTHETIC:
-    ROOT = f"data/synthetic/test/{D['family']}"
-    LIST = f"{ROOT}/list.txt"
     GAN, VIEW_MVN, LIGHT_MVN = SYN["gan"], SYN["view_mvn"], SYN["light_mvn"]
 else:
-    ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
     GAN, VIEW_MVN, LIGHT_MVN = D["gan"], D["view_mvn"], D["light_mvn"]
 
 
@@ -94,7 +65,7 @@ def gt_depth_path(wildcards):
     """Ground-truth depth (synthetic world, synface) or [] when the dataset has none."""
     if SYNTHETIC:
         return f"{ROOT}/{wildcards.image}_depth.png"
-    if D.get("gt"):
+    if GT:
         return image_path(wildcards).replace("image", "depth")
     return []
 

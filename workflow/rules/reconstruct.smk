@@ -30,7 +30,7 @@ rule reconstruct:
         np=config["np"],
         schedule=stage_flags(),
         gt=gt_flag,
-        gt_encoding="synthetic" if SYNTHETIC else "unsup3d",
+        gt_encoding=D["gt_encoding"] or "unsup3d",
         perceptual=config["reconstruct"]["perceptual"],
         vgg=f"--vgg {config['reconstruct']['vgg']}" if config["reconstruct"]["perceptual"] == "lpips_vgg" else "",
         step3_pool=config["reconstruct"]["step3_pool"],
