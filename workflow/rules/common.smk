@@ -156,3 +156,66 @@ def run_dir(wildcards, input):
 
 def evaluated_list(wildcards, output):
     return os.path.join(os.path.dirname(output.json), "evaluated.txt")
+
+
+# The synthetic benchmark (rules/benchmark.smk), when a `benchmark:` section is given
+# (--configfile config/benchmark.yaml): the first N held-out images of each family.
+BENCH = config.get("benchmark")
+BW = "results/benchmark"  # its working files
+BROOT = "data/synthetic/test"
+if BENCH:
+    BNAMES = {fam: _read_list(f"{BROOT}/{fam}/list.txt")[: BENCH["images"]] for fam in ("face", "box")}
+    BPRIORS = sorted(set(BENCH["priors"]) | set(BENCH["baselines"].values()))
+
+
+def bench_files(fam, pattern):
+    """``pattern`` ({image} placeholder) for the family's benchmark images."""
+    return [pattern.format(image=n) for n in BNAMES[fam]]
+
+def bench_image(wildcards):
+    return f"{BROOT}/{wildcards.family}/{wildcards.image}.png"
+
+def bench_gt(wildcards):
+    return f"{BROOT}/{wildcards.family}/{wildcards.image}_depth.png"
+
+def bench_gt_flag(wildcards):
+    return f"--gt-depth {bench_gt(wildcards)}"
+
+def bench_prior_source(wildcards):
+    seg = f"{BW}/{wildcards.family}/segment/{wildcards.image}"
+    if wildcards.prior in ("confidence", "smoothed_confidence"):
+        return {"conf": f"{seg}_conf.npy"}
+    return {"mask": f"{seg}_mask.png"}
+
+def bench_run_flags(wildcards):
+    scene = f"{BROOT}/{wildcards.family}/{wildcards.image}.json"
+    return f"--scene {scene} {BENCH['flags']}"
+
+def bench_evaluate_inputs(wildcards):
+    fam, name = wildcards.family, BENCH["name"]
+    runs = [f"{BW}/{fam}/{name}/reconstruct/{p}/{n}/metrics.json" for p in BENCH["priors"] for n in BNAMES[fam]]
+    priors = [f"{BW}/{fam}/prior/{p}/{n}.npy" for p in BENCH["baselines"].values() for n in BNAMES[fam]]
+    return runs + priors
+
+def bench_gts(wildcards):
+    return bench_files(wildcards.family, f"{BROOT}/{wildcards.family}/{{image}}_depth.png")
+
+def bench_names(wildcards):
+    return " ".join(BNAMES[wildcards.family])
+
+def bench_names_file(wildcards, output):
+    return f"{BW}/{wildcards.family}/{BENCH['name']}_evaluated.txt"
+
+def bench_gt_pattern(wildcards):
+    return f"{BROOT}/{wildcards.family}/{{name}}_depth.png"
+
+def bench_methods(wildcards):
+    """LABEL=PATTERN pairs: constant depth, each baseline prior alone, GAN2Shape with each prior."""
+    fam, name = wildcards.family, BENCH["name"]
+    methods = ["constant=constant"]
+    methods += [f"prior-{label}={BW}/{fam}/prior/{p}/{{name}}.npy" for label, p in BENCH["baselines"].items()]
+    methods += [f"gan2shape-{p}={BW}/{fam}/{name}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in BENCH["priors"]]
+    return " ".join(methods)
+
+def bench_dataset(wildcards):
+    return f"synthetic-{wildcards.family}"
