@@ -67,7 +67,7 @@ def test_missing_prediction_names_the_file(tmp_path):
 
 def test_synthetic_depth_png_decodes_like_the_synthetic_module(tmp_path):
     from gan2shape.data import load_depth
-    from gan2shape.world.synthetic import decode_depth_png, encode_depth_png
+    from gan2shape.world.dataset import decode_depth_png, encode_depth_png
 
     d = _sphere_depth()[0]
     encode_depth_png(d, tmp_path / "d.png")

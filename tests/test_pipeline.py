@@ -223,3 +223,25 @@ def test_dvc_repro_twice_in_a_temporary_clone(tmp_path):
     assert json.loads((repo / "results" / "metrics.json").read_text())["runs"] == 1
     second = run([str(BIN / "dvc"), "repro"], repo)
     assert "didn't change" in second.stdout or "up to date" in second.stdout, second.stdout
+
+
+def test_synthetic_benchmark_targets_plan_every_family_and_prior(tmp_path):
+    """`snakemake synthetic_benchmark --configfile config/benchmark.yaml` plans, per family, one batched
+    segment and invert, every prior of the first N images, one reconstruction per image and prior, and
+    the table results/synthetic_benchmark/<name>_<family>_<N>.{json,csv}; lint stays clean."""
+    repo = copy_repo(tmp_path)
+    bench = yaml.safe_load((repo / "config/benchmark.yaml").read_text())["benchmark"]
+    n, fams, priors = bench["images"], bench["families"], bench["priors"]
+    allp = set(priors) | set(bench["baselines"].values())
+    r = snakemake("synthetic_benchmark", "-n", "--cores", "4", "--resources", "gpu=1",
+                  "--configfile", "config/benchmark.yaml", "-R", "bench_evaluate", cwd=repo)
+    jobs = planned_rules(r.stdout)
+    assert jobs == {**{f"bench_{s}_{f}": 1 for s in ("segment", "invert") for f in fams},
+                    "bench_prior": len(fams) * n * len(allp), "bench_pretrain_depth": len(fams) * n * len(priors),
+                    "bench_reconstruct": len(fams) * n * len(priors), "bench_evaluate": len(fams),
+                    "synthetic_benchmark": 1}
+    for f in fams:
+        for ext in ("json", "csv"):
+            assert f"results/synthetic_benchmark/{bench['name']}_{f}_{n}.{ext}" in r.stdout
+    lint = snakemake("--lint", "--configfile", "config/benchmark.yaml", cwd=repo, check=False)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gan2shape import synthetic as sy
+from gan2shape import world as sy
 from gan2shape.method.renderer import Renderer, compose_texture, rotation_matrix, shade
 
 S = 32

@@ -274,7 +274,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     """Diagnostic mode 'oracle': with the identity pseudo view and the scene's own light (strength 0)
     the projected sample is the test render itself; with a pseudo view it is the ground truth warped
     as the method warps the canonical (= input-view) depth; step 2 hands step 3 such renders."""
-    from gan2shape.world.synthetic import render_batch, sample_params
+    from gan2shape.world import render_batch, sample_params
 
     cfg = tiny_config(projection="oracle", image_size=32)
     model = install_projection(tiny_model(cfg))

@@ -105,7 +105,7 @@ def load_mask(path: str | Path, size: int) -> torch.Tensor:
 
 
 # PNG depth encodings, p = pixel value in [0, 1]: the unsup3d/synface convention (white = near) and
-# the synthetic world's 16-bit one (see gan2shape.world.synthetic.encode_depth_png).
+# the synthetic world's 16-bit one (see gan2shape.world.dataset.encode_depth_png).
 DEPTH_ENCODINGS = {
     "unsup3d": lambda p: 1.1 - 0.2 * p,
     "synthetic": lambda p: 0.8 + 0.4 * p,

@@ -33,7 +33,7 @@ def oracle_samples(model, target, raw_views: torch.Tensor, light_dir: torch.Tens
     view with the method's warp; the pseudo light is attached to that frame, its strength added to
     the object's own k_a, k_d (METHOD §5.1).
     """
-    from .world.synthetic import render_batch
+    from .world.render import render_batch
 
     c = model.cfg
     if target.scene is None:

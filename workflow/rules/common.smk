@@ -1,4 +1,4 @@
-# Helpers shared by the rules: the dataset table, the image list, per-image paths.
+# Helpers shared by the rules: the chosen dataset (config/datasets.yaml), the image list, per-image paths.
 # (No lambdas in rules: every input function lives here.)
 import os
 from pathlib import Path
@@ -8,44 +8,15 @@ PRESET = config["presets"][config["preset"]]
 RES = f"results/{DS}"
 SYN = config["synthetic"]
 
-# Facts about each dataset: the method preset of the original configs, where the release puts its
-# files (METHOD §9), which parser and which category rules apply.
 ENV = "../envs/gan2shape.yaml"  # the conda environment of every rule (`--sdm conda`)
-CK = "checkpoints"
-DATASETS = {
-    "synthetic-face": dict(kind="synthetic", family="face", preset="synface", size=64),
-    "synthetic-box": dict(kind="synthetic", family="box", preset="synface", size=64),
-    "celeba": dict(kind="real", preset="celeba", parse="face", size=128, root="data/celeba",
-                   list="list_200-399.txt", gan=f"{CK}/stylegan2/stylegan2-celeba-config-e.pt",
-                   view_mvn=f"{CK}/view_light/celeba_view_mvn.pth", light_mvn=f"{CK}/view_light/celeba_light_mvn.pth",
-                   parser=f"{CK}/parsing/bisenet.pth", pretrain=f"{CK}/gan2shape/celeba_pretrain.pth", gt=False),
-    "cat": dict(kind="real", preset="cat", parse="cat", size=128, root="data/cat", list="list_200-215.txt",
-                gan=f"{CK}/stylegan2/stylegan2-catface-config-e.pt", view_mvn=f"{CK}/view_light/cat_view_mvn.pth",
-                light_mvn=f"{CK}/view_light/cat_light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth",
-                pretrain=f"{CK}/gan2shape/cat_pretrain.pth", gt=False),
-    "car": dict(kind="real", preset="car", parse="car", size=128, root="data/car", list="list.txt",
-                gan=f"{CK}/stylegan2/stylegan2-car-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
-                light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_voc.pth", pretrain=None,
-                gt=False),
-    "church": dict(kind="real", preset="church", parse="church", size=128, root="data/church", list="list.txt",
-                   gan=f"{CK}/stylegan2/stylegan2-church-config-f.pt", view_mvn=f"{CK}/view_light/view_mvn.pth",
-                   light_mvn=f"{CK}/view_light/light_mvn.pth", parser=f"{CK}/parsing/pspnet_ade20k.pth",
-                   pretrain=None, gt=False),
-    "synface": dict(kind="real", preset="synface", parse="synface", size=64, root="data/synface/test",
-                    list="list.txt", images="image", gan=f"{CK}/stylegan2/stylegan2-synface-config-e.pt",
-                    view_mvn=f"{CK}/view_light/synface_view_mvn.pth",
-                    light_mvn=f"{CK}/view_light/synface_light_mvn.pth", parser=f"{CK}/parsing/bisenet.pth",
-                    pretrain=f"{CK}/gan2shape/synface_pretrain.pth", gt=True),
-}
 D = DATASETS[DS]
 SYNTHETIC = D["kind"] == "synthetic"
 
+ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
+GT = D["gt_encoding"] is not None  # ground-truth depth: the synthetic world, synface
 if SYNTHETIC:
-    ROOT = f"data/synthetic/test/{D['family']}"
-    LIST = f"{ROOT}/list.txt"
     GAN, VIEW_MVN, LIGHT_MVN = SYN["gan"], SYN["view_mvn"], SYN["light_mvn"]
 else:
-    ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
     GAN, VIEW_MVN, LIGHT_MVN = D["gan"], D["view_mvn"], D["light_mvn"]
 
 
@@ -94,7 +65,7 @@ def gt_depth_path(wildcards):
     """Ground-truth depth (synthetic world, synface) or [] when the dataset has none."""
     if SYNTHETIC:
         return f"{ROOT}/{wildcards.image}_depth.png"
-    if D.get("gt"):
+    if GT:
         return image_path(wildcards).replace("image", "depth")
     return []
 
@@ -185,3 +156,66 @@ def run_dir(wildcards, input):
 
 def evaluated_list(wildcards, output):
     return os.path.join(os.path.dirname(output.json), "evaluated.txt")
+
+
+# The synthetic benchmark (rules/benchmark.smk), when a `benchmark:` section is given
+# (--configfile config/benchmark.yaml): the first N held-out images of each family.
+BENCH = config.get("benchmark")
+BW = "results/benchmark"  # its working files
+BROOT = "data/synthetic/test"
+if BENCH:
+    BNAMES = {fam: _read_list(f"{BROOT}/{fam}/list.txt")[: BENCH["images"]] for fam in ("face", "box")}
+    BPRIORS = sorted(set(BENCH["priors"]) | set(BENCH["baselines"].values()))
+
+
+def bench_files(fam, pattern):
+    """``pattern`` ({image} placeholder) for the family's benchmark images."""
+    return [pattern.format(image=n) for n in BNAMES[fam]]
+
+def bench_image(wildcards):
+    return f"{BROOT}/{wildcards.family}/{wildcards.image}.png"
+
+def bench_gt(wildcards):
+    return f"{BROOT}/{wildcards.family}/{wildcards.image}_depth.png"
+
+def bench_gt_flag(wildcards):
+    return f"--gt-depth {bench_gt(wildcards)}"
+
+def bench_prior_source(wildcards):
+    seg = f"{BW}/{wildcards.family}/segment/{wildcards.image}"
+    if wildcards.prior in ("confidence", "smoothed_confidence"):
+        return {"conf": f"{seg}_conf.npy"}
+    return {"mask": f"{seg}_mask.png"}
+
+def bench_run_flags(wildcards):
+    scene = f"{BROOT}/{wildcards.family}/{wildcards.image}.json"
+    return f"--scene {scene} {BENCH['flags']}"
+
+def bench_evaluate_inputs(wildcards):
+    fam, name = wildcards.family, BENCH["name"]
+    runs = [f"{BW}/{fam}/{name}/reconstruct/{p}/{n}/metrics.json" for p in BENCH["priors"] for n in BNAMES[fam]]
+    priors = [f"{BW}/{fam}/prior/{p}/{n}.npy" for p in BENCH["baselines"].values() for n in BNAMES[fam]]
+    return runs + priors
+
+def bench_gts(wildcards):
+    return bench_files(wildcards.family, f"{BROOT}/{wildcards.family}/{{image}}_depth.png")
+
+def bench_names(wildcards):
+    return " ".join(BNAMES[wildcards.family])
+
+def bench_names_file(wildcards, output):
+    return f"{BW}/{wildcards.family}/{BENCH['name']}_evaluated.txt"
+
+def bench_gt_pattern(wildcards):
+    return f"{BROOT}/{wildcards.family}/{{name}}_depth.png"
+
+def bench_methods(wildcards):
+    """LABEL=PATTERN pairs: constant depth, each baseline prior alone, GAN2Shape with each prior."""
+    fam, name = wildcards.family, BENCH["name"]
+    methods = ["constant=constant"]
+    methods += [f"prior-{label}={BW}/{fam}/prior/{p}/{{name}}.npy" for label, p in BENCH["baselines"].items()]
+    methods += [f"gan2shape-{p}={BW}/{fam}/{name}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in BENCH["priors"]]
+    return " ".join(methods)
+
+def bench_dataset(wildcards):
+    return f"synthetic-{wildcards.family}"

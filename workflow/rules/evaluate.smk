@@ -1,7 +1,7 @@
 # Accuracy against ground truth, the run summary DVC tracks, figures per image, the HTML report.
 
 
-if SYNTHETIC or D.get("gt"):
+if GT:
 
     rule evaluate:
         """SIDE / MAD of every method against the ground-truth depth."""
@@ -17,7 +17,7 @@ if SYNTHETIC or D.get("gt"):
             names=" ".join(IMAGES),
             names_file=evaluated_list,
             gt=evaluate_gt_pattern,
-            encoding="synthetic" if SYNTHETIC else "unsup3d",
+            encoding=D["gt_encoding"],
             methods=evaluate_methods,
             size=D["size"],
             dataset=DS,
@@ -36,12 +36,12 @@ rule summarize:
         ENV
     input:
         runs=reconstructions(),
-        evaluation=f"{RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else [],
+        evaluation=f"{RES}/evaluation.json" if GT else [],
     output:
         ds=f"{RES}/metrics.json",
         top="results/metrics.json",
     params:
-        evaluation=f"--evaluation {RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else "",
+        evaluation=f"--evaluation {RES}/evaluation.json" if GT else "",
         dataset=DS,
         preset=config["preset"],
         np=config["np"],
@@ -71,7 +71,7 @@ rule figures:
         out=out_dir,
         size=D["size"],
         frames=config["figures"]["frames"],
-        max_yaw=45 if D["preset"] in ("car", "church") else 70,
+        max_yaw=D["max_yaw"],
     log:
         f"{RES}/logs/figures/{{prior}}/{{image}}.log",
     shell:
@@ -86,8 +86,8 @@ rule report:
     input:
         metrics=f"{RES}/metrics.json",
         panels=expand(f"{RES}/figures/{{prior}}/{{image}}/panel.png", prior=PRIORS, image=IMAGES),
-        evaluation=f"{RES}/evaluation.json" if (SYNTHETIC or D.get("gt")) else [],
-        csv="results/per_image.csv" if (SYNTHETIC or D.get("gt")) else [],
+        evaluation=f"{RES}/evaluation.json" if GT else [],
+        csv="results/per_image.csv" if GT else [],
     output:
         html="results/report/index.html",
     params:

@@ -30,7 +30,7 @@ rule reconstruct:
         np=config["np"],
         schedule=stage_flags(),
         gt=gt_flag,
-        gt_encoding="synthetic" if SYNTHETIC else "unsup3d",
+        gt_encoding=D["gt_encoding"] or "unsup3d",
         perceptual=config["reconstruct"]["perceptual"],
         vgg=f"--vgg {config['reconstruct']['vgg']}" if config["reconstruct"]["perceptual"] == "lpips_vgg" else "",
         step3_pool=config["reconstruct"]["step3_pool"],
@@ -38,6 +38,7 @@ rule reconstruct:
         optimizer=config["reconstruct"]["optimizer"],
         bins=config["reconstruct"]["raster_bin_size"],
         every=config["reconstruct"]["checkpoint_every"],
+        flags="",  # further reconstruct flags (the synthetic benchmark adds its own)
         seed=config["seed"],
         device=config["device"],
     resources:
@@ -55,4 +56,4 @@ rule reconstruct:
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
         "--optimizers {params.optimizers} --optimizer {params.optimizer} --raster-bin-size {params.bins} --seed {params.seed} "
         "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
-        "--progress --out {params.out} > {log} 2>&1"
+        "{params.flags} --progress --out {params.out} > {log} 2>&1"

@@ -264,7 +264,7 @@ def _synthetic_source(families: list[str], size: int, batch: int, seed: int, dev
                       pool: int = 0) -> Callable[[], torch.Tensor]:
     """Fresh renders every batch, or (``pool`` > 0) batches drawn from ``pool`` renders made once
     (rendering costs ~3× a 64-px GAN step on a GPU, so a pool trains several times faster)."""
-    from ..world.synthetic import TrainingStream
+    from ..world.render import TrainingStream
 
     if pool <= 0:
         stream = TrainingStream(families=tuple(families), size=size, batch=batch, seed=seed, device=device)

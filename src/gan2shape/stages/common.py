@@ -139,7 +139,7 @@ def load_scene(path: Path):
     """The :class:`SceneParams` of a synthetic test-set record (``<name>.json``)."""
     import json
 
-    from ..world.synthetic import SceneParams
+    from ..world.scenes import SceneParams
 
     try:
         return SceneParams.from_dict(json.loads(Path(path).read_text())["params"])

@@ -2,9 +2,9 @@
 batch), per step, in one run. Prints ms per image-iteration and the speed-up; writes JSON to
 $OUT/bench_batched.json when $OUT is set (the device tool's output folder), or to --json.
 
-    python3 workflow/scripts/bench_batched.py                       # GPU: 64 px, N_p 16, K 1 4 16 32
-    python3 workflow/scripts/bench_batched.py --fast                # also the TF32 + bf16 mode
-    python3 workflow/scripts/bench_batched.py --device cpu --tiny   # quick check on a CPU
+    python3 bench/bench_batched.py                       # GPU: 64 px, N_p 16, K 1 4 16 32
+    python3 bench/bench_batched.py --fast                # also the TF32 + bf16 mode
+    python3 bench/bench_batched.py --device cpu --tiny   # quick check on a CPU
 
 Uses the committed synthetic GAN and view/light distributions, test images (and masks) of
 data/synthetic/test/face, and the GAN's own random samples as latents (inversion is not the point).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from gan2shape.method.batched import BatchedTrainer, _BatchState  # noqa: E402

@@ -6,7 +6,7 @@ created optimiser to the depth net D alone under several losses: the step-3 loss
 step-1 loss, the pre-fit MSE to the prior, and a random gradient (incoherent signs). Prints SIDE
 (×10⁻²) and MAD of the target's depth before and after, and the mean/max depth change.
 
-    python workflow/scripts/diag_first_step.py --checkpoint ck.pth --args-file args.txt [--lr 1e-4 1e-5]
+    python bench/diag_first_step.py --checkpoint ck.pth --args-file args.txt [--lr 1e-4 1e-5]
 
 ``args.txt`` holds the ``gan2shape reconstruct`` flags of that run (one image, with --gt-depth).
 """
@@ -16,9 +16,10 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from gan2shape import cli
+from gan2shape.cli import build_parser
 from gan2shape.io import safe_torch_load
 from gan2shape.method.trainer import NET_NAMES, ProjectionPool, TargetState
+from gan2shape.stages.common import build_model, load_target, method_config
 
 
 def main() -> None:
@@ -28,11 +29,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 1e-5])
     ap.add_argument("--optimizer", choices=["adam", "radam"], nargs="+", default=["adam", "radam"])
     a = ap.parse_args()
-    args = cli.build_parser().parse_args(["reconstruct", *open(a.args_file).read().split(), "--out", "unused"])
-    cfg = cli.method_config(args)
-    model = cli.build_model(args, cfg)
-    target = cli.load_target("target", args.image[0], args.latent[0], cfg, model.G.style_dim, prior=args.prior[0],
-                             gt_depth=args.gt_depth[0], gt_encoding=args.gt_encoding)
+    args = build_parser().parse_args(["reconstruct", *open(a.args_file).read().split(), "--out", "unused"])
+    cfg = method_config(args)
+    model = build_model(args, cfg)
+    target = load_target("target", args.image[0], args.latent[0], cfg, model.G.style_dim, prior=args.prior[0],
+                         gt_depth=args.gt_depth[0], gt_encoding=args.gt_encoding)
     saved = safe_torch_load(a.checkpoint)
     model.load_nets_state(saved, source=a.checkpoint)
     start = {k: v.clone() for k, v in model.nets["netD"].state_dict().items()}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call (≤ 10 min): train the synthetic world's segmenter and StyleGAN2.
-# Usage on the device:  bash workflow/scripts/device_train_gan.sh [resume]
+# Usage on the device:  bash bench/device_train_gan.sh [resume]
 # With "resume", the training checkpoint parts in ./resume/ck.part.* (from an earlier call) are
 # joined and training continues. Everything to keep goes to $OUT (≤ 8 files, ≤ 16 MiB each).
 set -euo pipefail

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Shrinks .devcarry/ (built by ../shared/device/prepare.sh) from ~38 MiB to ~10 MiB by stripping the
-# symbol tables of pytorch3d's compiled extension, so a device call can also carry a training
-# checkpoint within the 64 MiB limit. Run once after prepare.sh, from the project root.
+# Shrinks .devcarry/ (the environment carried to a GPU machine: activate.sh and a pytorch3d build) from
+# ~38 MiB to ~10 MiB by stripping the symbol tables of pytorch3d's compiled extension, so a device call
+# can also carry a training checkpoint within a 64 MiB limit. Run once after building .devcarry/, from the
+# project root.
 set -euo pipefail
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,7 +1,7 @@
 """Device smoke benchmark: how fast are the synthetic renderer, GAN training, GAN2Shape steps and
 inversion on this GPU? Prints a table; writes JSON to $OUT (or ./bench_out).
 
-    source .devcarry/activate.sh && python3 workflow/scripts/device_smoke.py
+    source .devcarry/activate.sh && python3 bench/device_smoke.py
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 
 def timed(fn, n: int, warmup: int = 2) -> float:
@@ -38,7 +38,7 @@ def main() -> None:
     res: dict = {"device": torch.cuda.get_device_name(0)}
 
     # 1. synthetic renders for GAN training
-    from gan2shape.world.synthetic import TrainingStream, render_batch, stream_params
+    from gan2shape.world import render_batch, stream_params
     for raster in ("native", "tiled"):
         for ss in (4, 2):
             params = stream_params(("face", "box"), 32, seed=0, start=0)
@@ -98,7 +98,7 @@ def main() -> None:
     from gan2shape.gan.invert import InversionConfig, invert
     targets = render_batch(stream_params(("face", "box"), 64, 5, 0), 64, dev)["image"]
     t0 = time.perf_counter()
-    r = invert(g, targets, InversionConfig(steps=50, n_mean_samples=1024))
+    invert(g, targets, InversionConfig(steps=50, n_mean_samples=1024))
     torch.cuda.synchronize()
     res["invert64_50steps_s"] = time.perf_counter() - t0
     print("invert", res["invert64_50steps_s"], flush=True)
