@@ -301,10 +301,11 @@ def make_reconstruction(root: Path, name: str = "img0", prior: str = "ellipsoid"
                "translation": [0.0, 0.0, 0.0]}, rd / "view.json")
     save_json({"light_raw": [0.0, 0.0, 0.2, -0.1], "ambient": 0.5, "diffuse": 0.5,
                "direction": [0.2, -0.1, 1.0]}, rd / "light.json")
-    save_json({"name": name, "seconds": 1.5, "iterations": 9, "side": 1.2, "mad": 14.0}, rd / "metrics.json")
+    save_json({"name": name, "seconds": 1.5, "iterations": 9, "side": 0.012, "mad": 14.0, "final_side": 0.011,
+               "final_mad": 13.0}, rd / "metrics.json")
     save_json([{"iteration": 0, "step": 0, "prior_mse": 0.01},
                *({"iteration": i, "stage": 0, "step": 1 + (i - 1) // 3, "loss": 1.0 / i,
-                  **({"side": 2.0 - 0.1 * i, "mad": 20.0 - i} if i <= 3 or i > 6 else {})} for i in range(1, 10))],
+                  **({"side": 0.02 - 0.001 * i, "mad": 20.0 - i} if i <= 3 or i > 6 else {})} for i in range(1, 10))],
               rd / "log.json")
     save_npy(sphere_cap(near=1.0)[0], root / "prior" / prior / f"{name}.npy")
     save_npy(sphere_cap(near=0.9)[0], root / f"{name}_depth.npy")
@@ -348,7 +349,7 @@ def test_write_image_outputs(figured):
     # run.json carries the reconstruction's name, prior, metrics and log for the report
     run = json.loads((out / "run.json").read_text())
     assert run["name"] == "img0" and run["prior"] == "ellipsoid" and run["metrics"]["seconds"] == 1.5
-    assert len(run["log"]) == 10 and run["log"][1]["side"] == pytest.approx(1.9)
+    assert len(run["log"]) == 10 and run["log"][1]["side"] == pytest.approx(0.019)
     assert not list(out.glob(".*"))  # no temp files left behind
 
 
@@ -421,7 +422,8 @@ def test_plots(tmp_path):
                      *({"iteration": i, "step": 1 + i // 4, "loss": 1.0 / (i + 1)} for i in range(12))]}]
     recs = plots.curve_records(runs)
     assert len(recs) == 24 and sum("side" in r for r in recs) == 12 and not any("mad" in r for r in recs)
-    assert recs[0] == {"image": "a", "prior": "ellipsoid", "step": 1, "iteration": 0, "loss": 2.0, "side": 3.0}
+    # SIDE is logged as a fraction and plotted ×10⁻² like the tables
+    assert recs[0] == {"image": "a", "prior": "ellipsoid", "step": 1, "iteration": 0, "loss": 2.0, "side": 300.0}
     curves = plots.plot_training_curves(runs, tmp_path / "curves.png")
     loss_only = plots.plot_training_curves(runs[1:], tmp_path / "loss.png")
     empty = plots.plot_training_curves([], tmp_path / "empty.png")
@@ -564,3 +566,15 @@ def test_cli_report_refuses_folders_without_run_json(tmp_path):
     rd, _ = make_reconstruction(tmp_path)
     with pytest.raises(FileNotFoundError, match="run.json"):
         main(["report", "--image-dirs", str(rd.parent), "--out", str(tmp_path / "r.html")])
+
+
+def test_cli_report_without_evaluation_shows_the_runs_own_numbers(figured, tmp_path):
+    from gan2shape.cli import main
+
+    _, fig_dir, _ = figured
+    out = tmp_path / "r.html"
+    assert main(["report", "--image-dirs", str(fig_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "SIDE (×10⁻²): 1.100" in text and "MAD (°): 13.000" in text  # final_side × 100, final_mad
+    assert "seconds per image</td><td>1.500" in text and "Smoke run" not in text and "Parameters" not in text
+    _check_links(out)

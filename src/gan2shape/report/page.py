@@ -228,7 +228,9 @@ def run_sections(runs: Sequence[dict], rows: Sequence[dict], assets: Path) -> li
     entries = []
     for run in sorted(runs, key=lambda r: (str(r["name"]), str(r.get("prior", "")))):
         name, prior, m = str(run["name"]), str(run.get("prior") or ""), run.get("metrics") or {}
-        ev = val.get((name, f"gan2shape-{prior}"), m)
+        # the evaluation's numbers; else the reconstruction's own of its final depth (SIDE as a fraction)
+        ev = val.get((name, f"gan2shape-{prior}")) or {"side": 100 * _num(m.get("final_side")),
+                                                        "mad": m.get("final_mad")}
         numbers = {"SIDE (×10⁻²)": _num(ev.get("side")), "MAD (°)": _num(ev.get("mad"))}
         if (name, f"prior-{prior}") in val:
             numbers["prior alone: SIDE"] = _num(val[(name, f"prior-{prior}")]["side"])

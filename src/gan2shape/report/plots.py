@@ -86,21 +86,23 @@ def plot_metrics(rows: Sequence[dict], path_side: str | Path, path_mad: str | Pa
     return out[0], out[1]
 
 
-# (log key, y label, log scale) of the panels of plot_training_curves
-CURVES = (("loss", "total loss", True), ("side", "SIDE (×10⁻²) ↓", False), ("mad", "MAD (degrees) ↓", False))
+# (log key, y label, log scale, factor) of the panels of plot_training_curves; logs hold SIDE as a
+# fraction, the report shows it ×10⁻² like `gan2shape evaluate`
+CURVES = (("loss", "total loss", True, 1.0), ("side", "SIDE (×10⁻²) ↓", False, 100.0),
+          ("mad", "MAD (degrees) ↓", False, 1.0))
 
 
 def curve_records(runs: Sequence[dict]) -> list[dict]:
     """Long-form rows {image, prior, step, iteration, loss/side/mad} of training logs.
 
     ``runs``: dicts {image, prior, log} with ``log`` a reconstruct ``log.json`` list; entries of
-    steps 1–3 only (step 0 is the prior pre-fit), non-finite values dropped."""
+    steps 1–3 only (step 0 is the prior pre-fit), non-finite values dropped, SIDE ×100."""
     recs = []
     for run in runs:
         for e in run["log"]:
             if not isinstance(e, dict) or int(e.get("step", 0)) not in (1, 2, 3):
                 continue
-            vals = {k: float(e[k]) for k, _, _ in CURVES
+            vals = {k: f * float(e[k]) for k, _, _, f in CURVES
                     if isinstance(e.get(k), (int, float)) and math.isfinite(float(e[k]))}
             if vals:
                 recs.append({"image": str(run["image"]), "prior": str(run["prior"]), "step": int(e["step"]),
@@ -124,7 +126,7 @@ def plot_training_curves(runs: Sequence[dict], path: str | Path) -> Path:
         df["segment"] = (df["image"] + ":" + df["prior"] + ":"
                          + (df["step"] != df["step"].shift()).cumsum().astype(str))
         priors = sorted(df["prior"].unique())
-    for ax, (key, label, log) in zip(axes, keys):
+    for ax, (key, label, log, _) in zip(axes, keys):
         d = df[df[key].notna()] if len(df) and key in df.columns else df
         if len(d):
             sns.lineplot(data=d, x="iteration", y=key, hue="prior", hue_order=priors, units="segment",
