@@ -101,7 +101,7 @@ def test_report_in_chromium(tmp_path):
     # the per-image table: two images, SIDE of GAN2Shape from the box prior on img1 = 1 + 1 + 1
     per_image = p.tables["per-image"]
     assert [r[0] for r in per_image[1:]] == ["img0", "img1"]
-    assert per_image[2][per_image[0].index("GAN2Shape from the box prior: SIDE")] == "3.000"
+    assert per_image[2][per_image[0].index("GAN2Shape from the box prior: SIDE / MAD")] == "3.000 / 10.000"
     assert dict(p.tables["params"][1:])["np"] == "4"
     assert "Smoke run" in dom and "Training curves" in dom
 

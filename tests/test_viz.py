@@ -545,7 +545,7 @@ def test_cli_report_from_figure_folders(tmp_path):
         assert (out.parent / "index_files" / name).is_file()
     links = _check_links(out)
     assert any(unquote(l).endswith("curves.png") for l in links)  # the log.json of each run was found
-    assert sum(unquote(l).endswith("rotate.gif") for l in links) == 4
+    assert sum(unquote(l).endswith("rotate.gif") for l in links) == 2 * 4  # each image and its link
     assert "Training curves" in text and "Smoke run (demo preset: 10/10/10 iterations, 1 stage)" in text
     assert "lower is better" in text and "134.900" in text and "<td>4</td>" in text
     # every image row names its image and prior, with that run's numbers from the CSV
@@ -558,6 +558,9 @@ def test_cli_report_from_figure_folders(tmp_path):
     for m, s in summary["methods"].items():
         assert f"{s['side_mean']:.3f} ± {s['side_std']:.3f}" in text and f"<code>{m}</code>" in text
     assert "presets.demo.stage_iters</td><td>[10, 10, 10]" in text
+    # per-image table: SIDE / MAD per method (CSV order: gan2shape-ellipsoid, prior-ellipsoid, gan2shape-box, …)
+    assert ("<td class=l>img0</td><td>1.000 / 9.000</td><td>0.500 / 9.000</td><td>2.000 / 9.000</td>"
+            "<td>0.500 / 9.000</td></tr>") in text
 
 
 def test_cli_report_refuses_folders_without_run_json(tmp_path):

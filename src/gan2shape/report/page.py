@@ -36,8 +36,8 @@ th{background:#f3f3f3} td.l,th.l{text-align:left} tr.main td{background:#eef6ff}
 .hint{color:#555;font-size:.9em;max-width:60em}
 .figs img{max-width:48%;margin:.3em;border:1px solid #ddd} .figs img.wide{max-width:98%}
 .row{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.4em;margin:.6em 0;padding:.4em;border-top:1px solid #eee}
-.row figure{margin:0;text-align:center;font-size:.8em} .row img{width:128px;height:128px;image-rendering:pixelated}
-.name{width:13em;font-size:.85em} .name b{font-size:1.1em}
+.row figure{margin:0;text-align:center;font-size:.8em} .row img{width:104px;height:104px;image-rendering:pixelated}
+.name{width:12em;font-size:.8em} .name b{font-size:1.1em}
 """
 # how each method label of `gan2shape evaluate` reads in the tables
 _METHOD_TEXT = {"constant": "constant depth (baseline)"}
@@ -139,7 +139,8 @@ def _image_row(entry, base: Path) -> str:
     label = f"{name} {entry.get('prior') or ''}".strip()
     for f, caption in FIGURE_FILES:
         if (d / f).is_file():
-            cells.append(f'<figure><img src="{_rel(d / f, base)}" alt="{html.escape(label)} {caption}">'
+            r = _rel(d / f, base)
+            cells.append(f'<figure><a href="{r}"><img src="{r}" alt="{html.escape(label)} {caption}"></a>'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return f"<div class=row>{''.join(cells)}</div>"
 
@@ -212,12 +213,13 @@ def read_run(fig_dir: Path) -> dict:
 
 
 def per_image_table(rows: Sequence[dict]) -> dict:
-    """{columns, rows} with one row per image and, per method, SIDE and MAD (evaluate CSV rows)."""
+    """{columns, rows} with one row per image and one "SIDE / MAD" column per method (evaluate CSV rows)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     images = list(dict.fromkeys(r["image"] for r in rows))
     val = {(r["image"], r["method"]): r for r in rows}
-    cols = ["image"] + [f"{method_text(m)}: {k}" for m in methods for k in ("SIDE", "MAD")]
-    body = [[im] + [_num(val.get((im, m), {}).get(k)) for m in methods for k in ("side", "mad")] for im in images]
+    cols = ["image"] + [f"{method_text(m)}: SIDE / MAD" for m in methods]
+    body = [[im] + [" / ".join(_fmt(_num(val.get((im, m), {}).get(k))) for k in ("side", "mad")) for m in methods]
+            for im in images]
     return {"columns": cols, "rows": body, "id": "per-image"}
 
 
@@ -290,6 +292,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if rows:
         side, mad = plot_metrics(rows, assets / "side.png", assets / "mad.png")
         sections.append({"title": "Per image (lower is better)", "table": per_image_table(rows),
+                         "text": "SIDE (×10⁻²) / MAD (degrees) of each image and method; click a figure below "
+                                 "for its full-size file.",
                          "figures": [side, mad]})
     sections += run_sections(runs, rows, assets)
     if args.param:
