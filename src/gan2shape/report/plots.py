@@ -130,7 +130,7 @@ def plot_training_curves(runs: Sequence[dict], path: str | Path) -> Path:
         d = df[df[key].notna()] if len(df) and key in df.columns else df
         if len(d):
             sns.lineplot(data=d, x="iteration", y=key, hue="prior", hue_order=priors, units="segment",
-                         estimator=None, ax=ax, marker="o", markersize=3, linewidth=1, legend=key == keys[0][0])
+                         estimator=None, ax=ax, marker="o", markersize=5, linewidth=1.2, legend=key == keys[0][0])
             if log and (d[key] > 0).all():
                 ax.set_yscale("log")
         else:
