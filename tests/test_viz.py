@@ -581,3 +581,20 @@ def test_cli_report_without_evaluation_shows_the_runs_own_numbers(figured, tmp_p
     assert "SIDE (×10⁻²): 1.100" in text and "MAD (°): 13.000" in text  # final_side × 100, final_mad
     assert "seconds per image</td><td>1.500" in text and "Smoke run" not in text and "Parameters" not in text
     _check_links(out)
+
+
+def test_cli_figures_crops_the_input_like_the_presets_reconstruction(tmp_path):
+    from gan2shape.cli import main
+
+    rd, _ = make_reconstruction(tmp_path)
+    a = np.zeros((200, 200, 3), np.uint8)
+    a[:, :] = (255, 0, 0)  # a red frame 15 px wide (outside synface's 170-px centre crop) around grey
+    a[15:185, 15:185] = 128
+    Image.fromarray(a).save(tmp_path / "big.png")
+    corners = {}
+    for flags in (["--preset", "synface"], ["--preset", "synface", "--crop", "0"]):
+        out = tmp_path / "_".join(flags)
+        assert main(["figures", "--result-dir", str(rd), "--image", str(tmp_path / "big.png"), "--out-dir", str(out),
+                     "--image-size", str(S), "--n-frames", "3", *flags]) == 0
+        corners[len(flags)] = np.asarray(Image.open(out / "input.png").convert("RGB"))[0, 0].tolist()
+    assert corners == {2: [128, 128, 128], 4: [255, 0, 0]}

@@ -92,7 +92,9 @@ rule figures:
     params:
         run=run_dir,
         out=out_dir,
+        preset=D["preset"],
         size=D["size"],
+        crop="--crop 0" if SYNTHETIC else "",
         prior="" if OFFICIAL else "--prior-depth",
         gt=gt_flag,
         gt_encoding="synthetic" if SYNTHETIC else "unsup3d",
@@ -102,7 +104,7 @@ rule figures:
         f"{RES}/logs/figures/{{prior}}/{{image}}.log",
     shell:
         "gan2shape figures --result-dir {params.run} --image {input.image} --out-dir {params.out} "
-        "--image-size {params.size} {params.prior} {input.prior} --prior-name {wildcards.prior} {params.gt} "
+        "--preset {params.preset} --image-size {params.size} {params.crop} {params.prior} {input.prior} --prior-name {wildcards.prior} {params.gt} "
         "--gt-encoding {params.gt_encoding} --n-frames {params.frames} --max-yaw {params.max_yaw} > {log} 2>&1"
 
 

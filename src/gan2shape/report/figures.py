@@ -190,9 +190,14 @@ def write_image_outputs(result_dir: str | Path, input_image_path: str | Path | N
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Figures, GIFs, meshes and run.json of one reconstruction."""
+    crop = args.crop
+    if crop is None and args.preset:  # the preset's crop, as in `gan2shape reconstruct --preset`
+        from ..method.trainer import preset
+
+        crop = preset(args.preset).crop
     files = write_image_outputs(args.result_dir, args.image, args.out_dir, args.image_size, args.device,
                                 n_frames=args.n_frames, max_yaw_deg=args.max_yaw, lights=args.lights,
-                                crop=args.crop, prior_path=args.prior_depth, prior_name=args.prior_name,
+                                crop=crop or None, prior_path=args.prior_depth, prior_name=args.prior_name,
                                 gt_path=args.gt_depth, gt_encoding=args.gt_encoding)
     print(f"wrote {len(files)} files to {Path(next(iter(files.values()))).parent}")
     return 0
@@ -205,7 +210,9 @@ def add_cli(sub) -> None:
     p.add_argument("--image", type=Path, help="the input image (for input.png and the panel)")
     p.add_argument("--out-dir", type=Path, help="output folder (default: RESULT_DIR/figures)")
     p.add_argument("--image-size", type=int, help="working size (default: that of depth.npy)")
-    p.add_argument("--crop", type=int, help="centre crop of the input image and ground truth, as in reconstruct")
+    p.add_argument("--preset", help="method preset of the reconstruction (for its crop, as in reconstruct)")
+    p.add_argument("--crop", type=int, help="centre crop of the input image and ground truth (default: the "
+                   "preset's; 0: none), as in reconstruct")
     p.add_argument("--prior-depth", type=Path, help="the prior depth map (.npy) the reconstruction started from")
     p.add_argument("--prior-name", help="the prior's name, recorded in run.json (the report's row label)")
     p.add_argument("--gt-depth", type=Path, help="ground-truth depth (.npy or depth PNG): gt.png and error.png")

@@ -37,7 +37,7 @@ th{background:#f3f3f3} td.l,th.l{text-align:left} tr.main td{background:#eef6ff}
 .figs img{max-width:48%;margin:.3em;border:1px solid #ddd} .figs img.wide{max-width:98%}
 .row{display:flex;align-items:flex-start;gap:.3em;margin:.6em 0;padding:.4em;border-top:1px solid #eee;overflow-x:auto}
 .row figure{margin:0;text-align:center;font-size:.8em} .row img{width:96px;height:96px;image-rendering:pixelated}
-.name{flex:0 0 11em;font-size:.8em} .name b{font-size:1.1em} td{white-space:nowrap}
+.name{flex:0 0 11em;font-size:.8em} .name b{font-size:1.1em} td{white-space:nowrap} #params td{text-align:left}
 """
 # how each method label of `gan2shape evaluate` reads in the tables
 _METHOD_TEXT = {"constant": "constant depth (baseline)"}
