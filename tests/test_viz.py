@@ -1,4 +1,4 @@
-"""Figures, GIFs, meshes, plots and the HTML report (gan2shape.report.viz), on 32-px sphere caps."""
+"""Frames, GIFs, meshes, plots, per-image figures and the HTML report (gan2shape.report.*), on 32-px sphere caps."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gan2shape import viz
+from gan2shape.report import figures as figs, frames as fr, meshes, page, plots
 from gan2shape.method.renderer import Renderer, compose_texture, shade
 
 S = 32
@@ -53,7 +53,7 @@ def striped_albedo(size: int = S) -> torch.Tensor:
 
 def test_depth_to_color_near_is_bright_and_in_range():
     d = sphere_cap()[0]
-    img = viz.depth_to_color(d)
+    img = fr.depth_to_color(d)
     assert img.shape == (3, S, S)
     assert img.min() >= 0 and img.max() <= 1
     lum = img.mean(0)
@@ -62,23 +62,23 @@ def test_depth_to_color_near_is_bright_and_in_range():
     row = lum[S // 2, S // 2:]
     assert (row[:-1] >= row[1:] - 1e-6).all()
     # fixed range and another colour map
-    t = viz.depth_to_color(d, lo=0.9, hi=1.2, cmap="turbo")
+    t = fr.depth_to_color(d, lo=0.9, hi=1.2, cmap="turbo")
     assert t.shape == (3, S, S) and t.min() >= 0 and t.max() <= 1
 
 
 def test_normals_and_shading_images_of_a_plane():
     n = torch.zeros(S, S, 3)
     n[..., 2] = 1
-    img = viz.normals_to_image(n)
+    img = fr.normals_to_image(n)
     assert img.shape == (3, S, S)
     assert torch.allclose(img, torch.tensor([0.5, 0.5, 1.0]).view(3, 1, 1).expand(3, S, S))
-    sh = viz.shading_image(n)
+    sh = fr.shading_image(n)
     assert torch.allclose(sh, torch.full((3, S, S), 0.7))
     # oblique light: 0.7·cos(45°)
-    assert torch.allclose(viz.shading_image(n, (1.0, 0.0, 1.0)), torch.full((3, S, S), 0.7 / math.sqrt(2)), atol=1e-6)
+    assert torch.allclose(fr.shading_image(n, (1.0, 0.0, 1.0)), torch.full((3, S, S), 0.7 / math.sqrt(2)), atol=1e-6)
     # the renderer's normals of a fronto-parallel plane give an (almost) constant image
     rn = Renderer(S).normals(torch.ones(1, S, S))
-    ri = viz.normals_to_image(rn)
+    ri = fr.normals_to_image(rn)
     assert (ri - ri[:, S // 2, S // 2].view(3, 1, 1)).abs().max() < 0.01
 
 
@@ -90,17 +90,17 @@ def test_relight_frames_original_set():
     r = Renderer(S)
     depth, albedo = sphere_cap(), striped_albedo()
     view = torch.tensor([[0.05, -0.1, 0.0, 0.01, 0.0, 0.0]])
-    frames = viz.relight_frames(r, depth, albedo, view, 0.6, 0.5)
+    frames = fr.relight_frames(r, depth, albedo, view, 0.6, 0.5)
     assert frames.shape == (20, 3, S, S)
     assert torch.isfinite(frames).all() and frames.min() >= -1 and frames.max() <= 1
     flat = frames.reshape(20, -1)
     diff = (flat[:, None] - flat[None]).abs().amax(-1)
     assert (diff + torch.eye(20) > 1e-3).all()  # every pair of frames differs
-    assert len(viz.ORIGINAL_RELIGHT) == 20 and len(set(viz.ORIGINAL_RELIGHT)) == 20
-    circ = viz.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="circle", n_frames=6)
+    assert len(fr.ORIGINAL_RELIGHT) == 20 and len(set(fr.ORIGINAL_RELIGHT)) == 20
+    circ = fr.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="circle", n_frames=6)
     assert circ.shape == (6, 3, S, S)
     with pytest.raises(ValueError):
-        viz.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="nope")
+        fr.relight_frames(r, depth, albedo, view, 0.6, 0.5, lights="nope")
 
 
 def test_relight_frames_match_the_formula_at_identity_view():
@@ -108,7 +108,7 @@ def test_relight_frames_match_the_formula_at_identity_view():
     depth, albedo = sphere_cap(), striped_albedo()
     k_a, k_d = 0.55, 0.45
     dx, dy, s = 0.7, 0.6, 0.3
-    frames = viz.relight_frames(r, depth, albedo, torch.zeros(1, 6), k_a, k_d, lights=[(dx, dy, s)])
+    frames = fr.relight_frames(r, depth, albedo, torch.zeros(1, 6), k_a, k_d, lights=[(dx, dy, s)])
     d = torch.tensor([dx, dy, 1.0])
     d = d / d.norm()
     s_diff = (r.normals(depth) * d).sum(-1).clamp(min=0).unsqueeze(1)
@@ -124,13 +124,13 @@ def test_rotate_frames_identity_reproduces_the_shaded_texture():
     clean = Renderer(S, faithful=False)
     tex = compose_texture(albedo, shade(clean.normals(depth), torch.tensor([k_a]), torch.tensor([k_d]),
                                         (ldir / ldir.norm())[None])[0]).clamp(-1, 1)
-    out = viz.rotate_frames(clean, depth, albedo, k_a, k_d, ldir, ident)
+    out = fr.rotate_frames(clean, depth, albedo, k_a, k_d, ldir, ident)
     assert out.shape == (1, 3, S, S)
     err = (out - tex)[..., 1:-1, 1:-1].abs()
     # exact on the flat part; on the curved cap the 2×2 anti-aliasing sub-samples average the shading
     assert err.mean() < 0.015 and err.flatten().median() < 1e-3 and err.max() < 0.15
     # faithful sub-sample positions: half a pixel off, still close on interior pixels
-    out_f = viz.rotate_frames(Renderer(S), depth, albedo, k_a, k_d, ldir, ident)
+    out_f = fr.rotate_frames(Renderer(S), depth, albedo, k_a, k_d, ldir, ident)
     assert (out_f - tex)[..., 2:-2, 2:-2].abs().mean() < 0.03
 
 
@@ -140,14 +140,14 @@ def test_rotate_frames_yaw_sweep():
     albedo = torch.zeros(1, 3, S, S)  # uniform grey: the frames show the shape only
     views = torch.zeros(2, 6)
     views[0, 1], views[1, 1] = math.radians(30), math.radians(-30)
-    out = viz.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
+    out = fr.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
     assert out.shape == (2, 3, S, S) and out.min() >= -1 and out.max() <= 1
     assert (out[0] - out[1]).abs().max() > 0.5
     for f in out:  # the rotated patch no longer covers the whole view: white background appears
         assert (f.min(0).values > 0.99).any()
     # a hemisphere on a plane through the rotation centre: the plane shrinks horizontally, so all
     # four corners become background, and the bump's silhouette moves towards the far side
-    hemi = viz.rotate_frames(r, hemisphere(), albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
+    hemi = fr.rotate_frames(r, hemisphere(), albedo, 0.3, 0.7, (0.0, 0.0, 1.0), views)
     for f in hemi:
         for rr, cc in ((0, 0), (0, S - 1), (S - 1, 0), (S - 1, S - 1)):
             assert f[:, rr, cc].min() > 0.99
@@ -160,7 +160,7 @@ def test_rotate_frames_yaw_sweep():
     # the sweep of the original figure (9 yaw + 5 pitch)
     from gan2shape.method.sampling import rotation_sweep
 
-    sweep = viz.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), rotation_sweep())
+    sweep = fr.rotate_frames(r, depth, albedo, 0.3, 0.7, (0.0, 0.0, 1.0), rotation_sweep())
     assert sweep.shape == (14, 3, S, S) and torch.isfinite(sweep).all()
 
 
@@ -173,15 +173,15 @@ def test_save_gif_roundtrip(tmp_path):
 
     frames = torch.linspace(-1, 1, 5).view(5, 1, 1, 1).expand(5, 3, 8, 10).clone()
     frames[:, 0, :4] = -1
-    path = viz.save_gif(frames, tmp_path / "a.gif", fps=5, upscale=3)
+    path = fr.save_gif(frames, tmp_path / "a.gif", fps=5, upscale=3)
     arr = iio.imread(path, index=None)
     assert arr.shape[0] == 5 and arr.shape[1:3] == (24, 30)
     assert not list(tmp_path.glob(".a.gif*"))  # no temp files left behind
     # nearest upscaling and no upscaling
-    arr = iio.imread(viz.save_gif(frames, tmp_path / "b.gif", upscale=1, mode="nearest"), index=None)
+    arr = iio.imread(fr.save_gif(frames, tmp_path / "b.gif", upscale=1, mode="nearest"), index=None)
     assert arr.shape[:3] == (5, 8, 10)
     with pytest.raises(ValueError):
-        viz.save_gif(frames[0], tmp_path / "c.gif")
+        fr.save_gif(frames[0], tmp_path / "c.gif")
 
 
 def _parse_obj(path: Path):
@@ -209,7 +209,7 @@ def test_save_mesh_obj(tmp_path):
     r = Renderer(S)
     depth = sphere_cap()[0]
     tex = striped_albedo()[0]
-    paths = viz.save_mesh_obj(depth, r, tex, tmp_path / "m" / "mesh.obj")
+    paths = meshes.save_mesh_obj(depth, r, tex, tmp_path / "m" / "mesh.obj")
     v, vt, vn, f, mtllib, usemtl = _parse_obj(paths["obj"])
     nv, nf = S * S + (S - 1) ** 2, 4 * (S - 1) ** 2
     assert v.shape == (nv, 3) and vt.shape == (nv, 2) and vn.shape == (nv, 3)
@@ -257,7 +257,7 @@ def test_save_mesh_ply_ascii_and_binary(tmp_path):
     r = Renderer(S)
     depth = sphere_cap()[0]
     tex = striped_albedo()[0]
-    p = viz.save_mesh_ply(depth, r, tex, tmp_path / "mesh.ply")
+    p = meshes.save_mesh_ply(depth, r, tex, tmp_path / "mesh.ply")
     header, counts, props, body = _read_ply(p)
     assert header[0] == "ply" and header[1] == "format ascii 1.0"
     assert counts == {"vertex": S * S, "face": 2 * (S - 1) ** 2}
@@ -271,10 +271,10 @@ def test_save_mesh_ply_ascii_and_binary(tmp_path):
     faces = np.array([ln.split() for ln in lines[S * S:]], dtype=int)
     assert (faces[:, 0] == 3).all() and faces[:, 1:].min() == 0 and faces[:, 1:].max() == S * S - 1
     # same vertex convention as the OBJ
-    obj_v = viz.mesh_vertices(depth, r).reshape(-1, 3).numpy()
+    obj_v = meshes.mesh_vertices(depth, r).reshape(-1, 3).numpy()
     assert np.allclose(vert[:, :3], obj_v, atol=1e-4)
 
-    pb = viz.save_mesh_ply(depth, r, tex, tmp_path / "mesh_b.ply", binary=True)
+    pb = meshes.save_mesh_ply(depth, r, tex, tmp_path / "mesh_b.ply", binary=True)
     header, counts, _, body = _read_ply(pb)
     assert header[1] == "format binary_little_endian 1.0"
     assert len(body) == counts["vertex"] * (6 * 4 + 3) + counts["face"] * 13
@@ -287,11 +287,12 @@ def test_save_mesh_ply_ascii_and_binary(tmp_path):
 # per-image outputs, plots and report
 # --------------------------------------------------------------------------------------------
 
-def make_reconstruction(root: Path) -> tuple[Path, Path]:
-    """A fake `gan2shape reconstruct` folder and its input image."""
+def make_reconstruction(root: Path, name: str = "img0", prior: str = "ellipsoid") -> tuple[Path, Path]:
+    """A fake `gan2shape reconstruct` folder (reconstruct/<prior>/<name>) and its input image, with
+    a prior (prior/<prior>/<name>.npy) and a ground truth (<name>_depth.npy) beside."""
     from gan2shape.data import save_json, save_npy
 
-    rd = root / "recon" / "img0"
+    rd = root / "reconstruct" / prior / name
     depth = sphere_cap()
     save_npy(depth[0], rd / "depth.npy")
     save_npy(Renderer(S).warp_canon_depth(depth, torch.zeros(1, 6))[0], rd / "recon_depth.npy")
@@ -300,31 +301,42 @@ def make_reconstruction(root: Path) -> tuple[Path, Path]:
                "translation": [0.0, 0.0, 0.0]}, rd / "view.json")
     save_json({"light_raw": [0.0, 0.0, 0.2, -0.1], "ambient": 0.5, "diffuse": 0.5,
                "direction": [0.2, -0.1, 1.0]}, rd / "light.json")
-    save_json({"name": "img0", "seconds": 1.5, "iterations": 6, "side": 1.2, "mad": 14.0}, rd / "metrics.json")
+    save_json({"name": name, "seconds": 1.5, "iterations": 9, "side": 0.012, "mad": 14.0, "final_side": 0.011,
+               "final_mad": 13.0}, rd / "metrics.json")
     save_json([{"iteration": 0, "step": 0, "prior_mse": 0.01},
-               *({"iteration": i, "stage": 0, "step": 1 + (i - 1) // 3, "loss": 1.0 / i} for i in range(1, 10))],
+               *({"iteration": i, "stage": 0, "step": 1 + (i - 1) // 3, "loss": 1.0 / i,
+                  **({"side": 0.02 - 0.001 * i, "mad": 20.0 - i} if i <= 3 or i > 6 else {})} for i in range(1, 10))],
               rd / "log.json")
-    img = root / "img0.png"
+    save_npy(sphere_cap(near=1.0)[0], root / "prior" / prior / f"{name}.npy")
+    save_npy(sphere_cap(near=0.9)[0], root / f"{name}_depth.npy")
+    img = root / f"{name}.png"
     a = ((striped_albedo()[0] + 1) / 2 * 255).byte().permute(1, 2, 0).numpy()
     Image.fromarray(a).resize((64, 64)).save(img)
     return rd, img
 
 
+def write_figures(root: Path, name: str = "img0", prior: str = "ellipsoid", **kw) -> tuple[Path, dict]:
+    rd, img = make_reconstruction(root, name, prior)
+    out = root / "figures" / prior / name
+    files = figs.write_image_outputs(rd, img, out, image_size=S, prior_path=root / "prior" / prior / f"{name}.npy",
+                                     prior_name=prior, gt_path=root / f"{name}_depth.npy", **kw)
+    return out, files
+
+
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory):
+def figured(tmp_path_factory):
     root = tmp_path_factory.mktemp("viz")
-    rd, img = make_reconstruction(root)
-    files = viz.write_image_outputs(rd, img, root / "fig" / "img0", image_size=S)
-    return root, rd, img, files
+    out, files = write_figures(root)
+    return root, out, files
 
 
-def test_write_image_outputs(figures):
+def test_write_image_outputs(figured):
     import imageio.v3 as iio
 
-    root, rd, img, files = figures
-    out = root / "fig" / "img0"
-    for name in ("input.png", "depth.png", "normal.png", "albedo.png", "shading.png", "recon.png",
-                 "relight.gif", "rotate.gif", "mesh.obj", "mesh.mtl", "mesh.png", "mesh.ply", "panel.png"):
+    root, out, files = figured
+    for name in ("input.png", "prior.png", "depth_view.png", "gt.png", "error.png", "depth.png", "normal.png",
+                 "albedo.png", "shading.png", "recon.png", "relight.gif", "rotate.gif", "mesh.obj", "mesh.mtl",
+                 "mesh.png", "mesh.ply", "panel.png", "run.json"):
         assert (out / name).is_file(), name
         assert files[name] == out / name
     assert Image.open(out / "depth.png").size == (S, S)
@@ -334,37 +346,96 @@ def test_write_image_outputs(figures):
     # depth.png is a colour map (not grey), near centre brighter than the far corner
     d = np.asarray(Image.open(out / "depth.png").convert("RGB")).astype(float)
     assert d[S // 2, S // 2].sum() > d[0, 0].sum() + 100
+    # run.json carries the reconstruction's name, prior, metrics and log for the report
+    run = json.loads((out / "run.json").read_text())
+    assert run["name"] == "img0" and run["prior"] == "ellipsoid" and run["metrics"]["seconds"] == 1.5
+    assert len(run["log"]) == 10 and run["log"][1]["side"] == pytest.approx(0.019)
     assert not list(out.glob(".*"))  # no temp files left behind
+
+
+def test_rotate_gif_starts_in_the_input_view(figured):
+    import imageio.v3 as iio
+
+    root, out, _ = figured
+    rec = figs.load_reconstruction(root / "reconstruct" / "ellipsoid" / "img0", S)
+    views = fr.rotation_loop(rec["view"], 9, 70.0, 5, 20.0)
+    assert views.shape == (14, 6)
+    assert torch.allclose(views[0], rec["view"][0]) and torch.allclose(views[9], rec["view"][0])
+    yaw = torch.rad2deg(views[:9, 1] - rec["view"][0, 1])
+    assert float(yaw.max()) == pytest.approx(70 * math.sin(2 * math.pi * 2 / 9), abs=1e-3)
+    assert float(yaw.min()) == pytest.approx(-float(yaw.max()), abs=1e-3)  # a symmetric loop
+    assert torch.allclose(views[:9, [0, 2, 3, 4, 5]], rec["view"][:, [0, 2, 3, 4, 5]].expand(9, -1))
+    # frame 0 of the GIF is the shape rendered in the input view: it resembles the re-rendered input
+    first = iio.imread(out / "rotate.gif", index=0)[..., :3].astype(float)
+    small = np.asarray(Image.fromarray(first.astype(np.uint8)).resize((S, S), Image.BILINEAR)).astype(float)
+    recon = np.asarray(Image.open(out / "recon.png").convert("RGB")).astype(float)
+    far = iio.imread(out / "rotate.gif", index=2)[..., :3].astype(float)
+    far = np.asarray(Image.fromarray(far.astype(np.uint8)).resize((S, S), Image.BILINEAR)).astype(float)
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(small - recon)[inner].mean() < 0.5 * np.abs(far - recon)[inner].mean()
+
+
+def test_comparison_maps_share_a_scale_and_show_side():
+    gt = sphere_cap(near=0.9)
+    maps = figs.comparison_maps(gt * 1.05, sphere_cap(near=1.0), gt)
+    assert set(maps) == {"depth_view.png", "prior.png", "gt.png", "error.png"}
+    # a depth that is the ground truth times a constant has SIDE 0: the error map is the colour map's
+    # start inside the mask, grey outside
+    err = maps["error.png"]
+    black = fr.colorize(torch.zeros(1, 1), 0.0, 1.0)[:, 0, 0]
+    grey = (err - 0.5).abs().amax(0) < 1e-6
+    inside = ~grey
+    assert inside.sum() > 50 and grey.sum() > 50
+    assert torch.allclose(err[:, inside], black[:, None].expand(3, int(inside.sum())), atol=1e-6)
+    # one scale: the ground truth's far plane and the prior's far plane (same depth) share a colour
+    assert torch.allclose(maps["gt.png"][:, 0, 0], maps["prior.png"][:, 0, 0])
+    # a bump of 5 % in log depth saturates the map (ERROR_MAX = 0.05)
+    bumped = gt.clone()
+    bumped[0, S // 2, S // 2] *= math.exp(0.2)
+    e = figs.comparison_maps(bumped, None, gt)["error.png"]
+    assert set(figs.comparison_maps(bumped)) == {"depth_view.png"}
+    top = fr.colorize(torch.ones(1, 1), 0.0, 1.0)[:, 0, 0]
+    assert torch.allclose(e[:, S // 2, S // 2], top, atol=1e-6)
 
 
 def test_write_image_outputs_errors(tmp_path):
     rd, img = make_reconstruction(tmp_path)
     (rd / "view.json").unlink()
     with pytest.raises(FileNotFoundError, match="view.json"):
-        viz.write_image_outputs(rd, img, tmp_path / "out")
+        figs.write_image_outputs(rd, img, tmp_path / "out")
     np.save(rd / "albedo.npy", np.zeros((3, 16, 16), np.float32))
     with pytest.raises(ValueError, match="albedo.npy"):
-        viz.load_reconstruction(rd)
+        figs.load_reconstruction(rd)
 
 
 def test_plots(tmp_path):
     rows = [{"dataset": ds, "method": m, "image": f"i{i}", "side": str(1 + 0.1 * i + (m == "b")),
              "mad": 10 + i + 3 * (m == "b")}
             for ds in ("face", "cat") for m in ("a", "b") for i in range(4)]
-    side, mad = viz.plot_metrics(rows, tmp_path / "side.png", tmp_path / "mad.png")
-    viz.plot_metrics([r for r in rows if r["dataset"] == "face"], tmp_path / "s1.png", tmp_path / "m1.png")
-    logs = {"a": [{"iteration": i, "step": 1 + i // 4, "loss": 2.0 / (i + 1)} for i in range(12)],
-            "b": [{"iteration": 0, "step": 0, "prior_mse": 0.1},
-                  *({"iteration": i, "step": 1 + i // 4, "loss": 1.0 / (i + 1)} for i in range(12))]}
-    loss = viz.plot_losses(logs, tmp_path / "loss.png")
-    empty = viz.plot_losses({}, tmp_path / "empty.png")
-    for p in (side, mad, tmp_path / "s1.png", tmp_path / "m1.png", loss, empty):
+    side, mad = plots.plot_metrics(rows, tmp_path / "side.png", tmp_path / "mad.png")
+    plots.plot_metrics([r for r in rows if r["dataset"] == "face"], tmp_path / "s1.png", tmp_path / "m1.png")
+    runs = [{"image": "a", "prior": "ellipsoid",
+             "log": [{"iteration": i, "step": 1 + i // 4, "loss": 2.0 / (i + 1), "side": 3.0 - 0.1 * i,
+                      "mad": float("nan")} for i in range(12)]},
+            {"image": "b", "prior": "box",
+             "log": [{"iteration": 0, "step": 0, "prior_mse": 0.1},
+                     *({"iteration": i, "step": 1 + i // 4, "loss": 1.0 / (i + 1)} for i in range(12))]}]
+    recs = plots.curve_records(runs)
+    assert len(recs) == 24 and sum("side" in r for r in recs) == 12 and not any("mad" in r for r in recs)
+    # SIDE is logged as a fraction and plotted ×10⁻² like the tables
+    assert recs[0] == {"image": "a", "prior": "ellipsoid", "step": 1, "iteration": 0, "loss": 2.0, "side": 300.0}
+    curves = plots.plot_training_curves(runs, tmp_path / "curves.png")
+    loss_only = plots.plot_training_curves(runs[1:], tmp_path / "loss.png")
+    empty = plots.plot_training_curves([], tmp_path / "empty.png")
+    for p in (side, mad, tmp_path / "s1.png", tmp_path / "m1.png", curves, loss_only, empty):
         im = Image.open(p)
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
-    panel = viz.image_panel([torch.rand(3, S, S), torch.rand(S, S)], ["a", "b"], tmp_path / "panel.png")
+    # two panels (loss, SIDE) are wider than one
+    assert Image.open(curves).size[0] > 1.6 * Image.open(loss_only).size[0]
+    panel = plots.image_panel([torch.rand(3, S, S), torch.rand(S, S)], ["a", "b"], tmp_path / "panel.png")
     assert Image.open(panel).size[0] > Image.open(panel).size[1]
     with pytest.raises(ValueError):
-        viz.image_panel([torch.rand(3, S, S)], ["a", "b"], tmp_path / "bad.png")
+        plots.image_panel([torch.rand(3, S, S)], ["a", "b"], tmp_path / "bad.png")
 
 
 class _Links(HTMLParser):
@@ -387,61 +458,143 @@ def _check_links(html_path: Path) -> list[str]:
     return p.links
 
 
-def test_write_report(figures, tmp_path):
-    root, rd, img, files = figures
-    fig_dir = root / "fig" / "img0"
-    side, mad = viz.plot_metrics([{"method": "m", "side": 1.0, "mad": 10.0},
-                                  {"method": "m", "side": 2.0, "mad": 12.0}],
-                                 tmp_path / "plots" / "side.png", tmp_path / "plots" / "mad.png")
-    summary = {"dataset": "synface", "images": 2,
-               "methods": {"gan2shape": {"n": 2, "side_mean": 1.5, "side_std": 0.5, "mad_mean": 11.0,
-                                         "mad_std": 1.0, "mad_unit_mean": 10.5, "mad_unit_std": 1.0}}}
+def test_write_report(figured, tmp_path):
+    root, fig_dir, files = figured
+    side, mad = plots.plot_metrics([{"method": "m", "side": 1.0, "mad": 10.0},
+                                    {"method": "m", "side": 2.0, "mad": 12.0}],
+                                   tmp_path / "plots" / "side.png", tmp_path / "plots" / "mad.png")
+    summary = {"dataset": "synface", "images": 2, "main_method": "gan2shape-box",
+               "methods": {"gan2shape-box": {"n": 2, "side_mean": 1.5, "side_std": 0.5, "mad_mean": 11.0,
+                                             "mad_std": 1.0, "mad_unit_mean": 10.5, "mad_unit_std": 1.0},
+                           "constant": {"n": 2, "side_mean": 1.25, "side_std": 0.5, "mad_mean": 12.0,
+                                        "mad_std": 1.0, "mad_unit_mean": float("nan"), "mad_unit_std": 1.0}}}
     out = tmp_path / "site" / "my report.html"
-    viz.write_report(out, [{"title": "Metrics", "summary": summary},
-                           {"title": "Plots", "figures": [side, mad]},
-                           {"title": "Images", "images": [{"dir": fig_dir, "name": "img0",
-                                                           "metrics": {"side": 1.2, "mad": 14.0}}]}],
-                     title="Test <report>", machine="test machine", date="2025-01-01")
+    page.write_report(out, [{"note": "smoke <run>"}, {"title": "Metrics", "summary": summary},
+                            {"title": "Plots", "figures": [side, mad]},
+                            {"title": "Images", "images": [{"dir": fig_dir, "name": "img0", "prior": "box",
+                                                            "metrics": {"SIDE": 1.2, "MAD": 14.0}}]}],
+                      title="Test <report>", machine="test machine", date="2025-01-01")
     text = out.read_text()
     assert "Test &lt;report&gt;" in text and "test machine" in text and "2025-01-01" in text
-    assert "1.500 ± 0.500" in text and "gan2shape" in text
+    assert "<div class=note>smoke &lt;run&gt;</div>" in text
+    # the headline row is marked, each column's best mean is bold, NaN shows as a dash
+    assert "GAN2Shape from the box prior (headline)" in text and "constant depth (baseline)" in text
+    assert "<b>1.250 ± 0.500</b>" in text and "1.500 ± 0.500</td>" in text and "<b>11.000 ± 1.000</b>" in text
+    assert "<td data-key=mad_unit_mean>–</td>" in text
+    assert "SIDE: 1.200" in text and "prior: box" in text
     assert "<script" not in text and "stylesheet" not in text
     links = _check_links(out)
-    for name in ("relight.gif", "rotate.gif", "depth.png", "mesh.obj", "mesh.ply", "input.png"):
+    for name in ("relight.gif", "rotate.gif", "depth_view.png", "gt.png", "error.png", "prior.png", "mesh.obj",
+                 "mesh.ply", "input.png"):
         assert any(unquote(l).endswith(name) for l in links), name
     with pytest.raises(FileNotFoundError):
-        viz.write_report(tmp_path / "x.html", [{"figures": [tmp_path / "missing.png"]}])
+        page.write_report(tmp_path / "x.html", [{"figures": [tmp_path / "missing.png"]}])
 
 
-def test_cli_figures_and_report(tmp_path):
+def report_inputs(root: Path) -> tuple[list[Path], Path, Path]:
+    """Two images × two priors through `gan2shape figures` (the CLI), an evaluate CSV and a
+    summarize JSON: the inputs of `gan2shape report` as the workflow passes them."""
     import csv
 
-    rd, img = make_reconstruction(tmp_path)
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command", required=True)
-    viz.add_cli(sub)
-    args = p.parse_args(["figures", "--result-dir", str(rd), "--image", str(img), "--n-frames", "3",
-                         "--lights", "circle"])
-    assert args.func(args) == 0
-    fig = rd / "figures"
-    assert (fig / "panel.png").is_file() and (fig / "mesh.ply").is_file()
-    metrics_json = tmp_path / "metrics.json"
-    metrics_json.write_text(json.dumps({"dataset": "d", "images": 1, "methods": {
-        "gan2shape": {"n": 1, "side_mean": 1.0, "side_std": 0.0, "mad_mean": 9.0, "mad_std": 0.0,
-                      "mad_unit_mean": 8.0, "mad_unit_std": 0.0}}}))
-    metrics_csv = tmp_path / "metrics.csv"
+    from gan2shape.cli import main
+
+    dirs, rows = [], []
+    for prior in ("ellipsoid", "box"):
+        for i, name in enumerate(("img0", "img1")):
+            rd, img = make_reconstruction(root, name, prior)
+            out = root / "figures" / prior / name
+            assert main(["figures", "--result-dir", str(rd), "--image", str(img), "--out-dir", str(out),
+                         "--n-frames", "3", "--lights", "circle", "--prior-depth",
+                         str(root / "prior" / prior / f"{name}.npy"), "--prior-name", prior,
+                         "--gt-depth", str(root / f"{name}_depth.npy")]) == 0
+            dirs.append(out)
+            for method, side in ((f"gan2shape-{prior}", 1.0 + i + (prior == "box")), (f"prior-{prior}", 0.5 + i)):
+                rows.append({"dataset": "d", "method": method, "image": name, "side": side, "mad": 9.0 + i,
+                             "mad_unit": 8.0, "mae": 0.1, "mse": 0.01})
+    metrics_csv = root / "per_image.csv"
     with open(metrics_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["dataset", "method", "image", "side", "mad", "mad_unit", "mae", "mse"])
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        for m, s in (("gan2shape", 1.0), ("constant", 3.0)):
-            w.writerow({"dataset": "d", "method": m, "image": "img0", "side": s, "mad": 9.0, "mad_unit": 8.0,
-                        "mae": 0.1, "mse": 0.01})
-    out = tmp_path / "report" / "index.html"
-    args = p.parse_args(["report", "--metrics-json", str(metrics_json), "--metrics-csv", str(metrics_csv),
-                         "--image-dirs", str(rd), "--out", str(out), "--title", "CLI report"])
-    assert args.func(args) == 0
-    for name in ("side.png", "mad.png", "losses.png"):
+        w.writerows(rows)
+    methods = {m: {"n": 2, "side_mean": 1.5 + 0.25 * k, "side_std": 0.5, "mad_mean": 9.5, "mad_std": 0.5,
+                   "mad_unit_mean": 8.0, "mad_unit_std": 0.0}
+               for k, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
+    metrics_json = root / "metrics.json"
+    metrics_json.write_text(json.dumps({"dataset": "d", "preset": "demo", "np": 4, "runs": 4,
+                                        "seconds_per_image": 134.9, "main_method": "gan2shape-ellipsoid",
+                                        "methods": methods}))
+    return dirs, metrics_json, metrics_csv
+
+
+def run_report(root: Path) -> tuple[Path, dict]:
+    from gan2shape.cli import main
+
+    dirs, metrics_json, metrics_csv = report_inputs(root)
+    out = root / "report" / "index.html"
+    assert main(["report", "--metrics-json", str(metrics_json), "--metrics-csv", str(metrics_csv),
+                 "--image-dirs", *map(str, dirs), "--out", str(out), "--title", "CLI report",
+                 "--param", "dataset=d", "presets.demo.stage_iters=[10, 10, 10]", "np=4",
+                 "--smoke-run", "demo preset: 10/10/10 iterations, 1 stage"]) == 0
+    return out, json.loads(metrics_json.read_text())
+
+
+def test_cli_report_from_figure_folders(tmp_path):
+    out, summary = run_report(tmp_path)
+    text = out.read_text()
+    for name in ("side.png", "mad.png", "curves.png"):
         assert (out.parent / "index_files" / name).is_file()
     links = _check_links(out)
-    assert any(unquote(l).endswith("losses.png") for l in links)
-    assert any(unquote(l).endswith("rotate.gif") for l in links)
+    assert any(unquote(l).endswith("curves.png") for l in links)  # the log.json of each run was found
+    assert sum(unquote(l).endswith("rotate.gif") for l in links) == 2 * 4  # each image and its link
+    assert "Training curves" in text and "Smoke run (demo preset: 10/10/10 iterations, 1 stage)" in text
+    assert "lower is better" in text and "134.900" in text and "<td>4</td>" in text
+    # every image row names its image and prior, with that run's numbers from the CSV
+    for prior in ("ellipsoid", "box"):
+        for i, name in enumerate(("img0", "img1")):
+            assert f'alt="{name} {prior} rotated"' in text
+    row = text[text.index('alt="img1 box input"') - 400:text.index('alt="img1 box input"')]
+    assert "<b>img1</b>" in row and "prior: box" in row and "SIDE (×10⁻²): 3.000" in row
+    assert "prior alone: SIDE: 1.500" in row and "seconds: 1.500" in row and "iterations: 9" in row
+    for m, s in summary["methods"].items():
+        assert f"{s['side_mean']:.3f} ± {s['side_std']:.3f}" in text and f"<code>{m}</code>" in text
+    assert "presets.demo.stage_iters</td><td>[10, 10, 10]" in text
+    # per-image table: SIDE / MAD per method (CSV order: gan2shape-ellipsoid, prior-ellipsoid, gan2shape-box, …)
+    assert ("<td class=l>img0</td><td>1.000 / 9.000</td><td>0.500 / 9.000</td><td>2.000 / 9.000</td>"
+            "<td>0.500 / 9.000</td></tr>") in text
+
+
+def test_cli_report_refuses_folders_without_run_json(tmp_path):
+    from gan2shape.cli import main
+
+    rd, _ = make_reconstruction(tmp_path)
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        main(["report", "--image-dirs", str(rd.parent), "--out", str(tmp_path / "r.html")])
+
+
+def test_cli_report_without_evaluation_shows_the_runs_own_numbers(figured, tmp_path):
+    from gan2shape.cli import main
+
+    _, fig_dir, _ = figured
+    out = tmp_path / "r.html"
+    assert main(["report", "--image-dirs", str(fig_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "SIDE (×10⁻²): 1.100" in text and "MAD (°): 13.000" in text  # final_side × 100, final_mad
+    assert "seconds per image</td><td>1.500" in text and "Smoke run" not in text and "Parameters" not in text
+    _check_links(out)
+
+
+def test_cli_figures_crops_the_input_like_the_presets_reconstruction(tmp_path):
+    from gan2shape.cli import main
+
+    rd, _ = make_reconstruction(tmp_path)
+    a = np.zeros((200, 200, 3), np.uint8)
+    a[:, :] = (255, 0, 0)  # a red frame 15 px wide (outside synface's 170-px centre crop) around grey
+    a[15:185, 15:185] = 128
+    Image.fromarray(a).save(tmp_path / "big.png")
+    corners = {}
+    for flags in (["--preset", "synface"], ["--preset", "synface", "--crop", "0"]):
+        out = tmp_path / "_".join(flags)
+        assert main(["figures", "--result-dir", str(rd), "--image", str(tmp_path / "big.png"), "--out-dir", str(out),
+                     "--image-size", str(S), "--n-frames", "3", *flags]) == 0
+        corners[len(flags)] = np.asarray(Image.open(out / "input.png").convert("RGB"))[0, 0].tolist()
+    assert corners == {2: [128, 128, 128], 4: [255, 0, 0]}
