@@ -77,14 +77,18 @@ def no_model(monkeypatch):
 def test_main_pins_the_thread_count_whatever_omp_says(tmp_path):
     """The console script sets torch's threads from --threads / $GAN2SHAPE_THREADS (default 1),
     not from OMP_NUM_THREADS."""
-    code = ("import torch, sys; from gan2shape.cli import main; "
-            "main(['prior', '--name', 'ellipsoid', '--image-size', '8', '--out', sys.argv[1]] + sys.argv[2:]); "
+    save_png(disc_mask(8)[0], tmp_path / "m.png", (0.0, 1.0))
+    code = ("import torch, sys; from gan2shape.cli import main; main(sys.argv[2:] + ['prior', '--name', "
+            "'ellipsoid', '--mask', sys.argv[1] + '/m.png', '--image-size', '8', '--out', sys.argv[1] + '/p.npy']); "
             "print(torch.get_num_threads())")
-    out = str(tmp_path / "p.npy")
-    run = lambda *a, **env: subprocess.run([sys.executable, "-c", code, out, *a], env=_env(**env),  # noqa: E731
-                                           capture_output=True, text=True, check=True).stdout.split()[-1]
-    assert run(OMP_NUM_THREADS="2") == "1"
-    assert run(OMP_NUM_THREADS="1", GAN2SHAPE_THREADS="2") == "2"
+
+    def threads(*argv, **env):
+        return subprocess.run([sys.executable, "-c", code, str(tmp_path), *argv], env=_env(**env),
+                              capture_output=True, text=True, check=True).stdout.split()[-1]
+
+    assert threads(OMP_NUM_THREADS="2") == "1"
+    assert threads(OMP_NUM_THREADS="1", GAN2SHAPE_THREADS="2") == "2"
+    assert threads("--threads", "2", OMP_NUM_THREADS="1") == "2"
 
 
 @pytest.mark.slow
@@ -285,19 +289,17 @@ def test_a_failed_write_names_the_output_not_the_temp(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda w: (w / "o").write_text("a file"), "--out .*/o: exists and is a file"),
-    (lambda w: (w / "f").write_text("a file"), "--out .*/f/o: .*/f is a file, not a folder"),
-    (lambda w: (w / "ro").mkdir(mode=0o500), "--out .*/ro/o: folder .*/ro is not writable"),
+@pytest.mark.parametrize("make,target,needle", [
+    (lambda w: (w / "o").write_text("a file"), "o", "--out .*/o: exists and is a file"),
+    (lambda w: (w / "f").write_text("a file"), "f/o", "--out .*/f/o: .*/f is a file, not a folder"),
+    (lambda w: (w / "ro").mkdir(mode=0o500), "ro/o", "--out .*/ro/o: folder .*/ro is not writable"),
 ])
-def test_bad_out_is_found_before_any_model_is_built(world, no_model, make, needle):
-    if needle.startswith("--out .*/ro") and os.geteuid() == 0:
+def test_bad_out_is_found_before_any_model_is_built(world, no_model, make, target, needle):
+    if target == "ro/o" and os.geteuid() == 0:
         pytest.skip("root writes anywhere")
     make(world)
-    out = {"exists": "o"}.get("", None)
-    target = world / ("f/o" if "f/o" in needle else "ro/o" if "ro/o" in needle else "o")
     with pytest.raises(SystemExit, match=needle):
-        main(_reconstruct(world, target))
+        main(_reconstruct(world, world / target))
 
 
 def test_checkpoint_that_is_a_folder_is_found_before_any_model_is_built(world, no_model):
@@ -393,7 +395,7 @@ def test_reconstruct_defaults_match_params_yaml():
 
 
 @pytest.mark.parametrize("drop,add,needle", [
-    (["--prior-name", "ellipsoid"], [], "needs a prior: give --prior FILE or --prior-name"),
+    (["--prior-name"], [], "needs a prior: give --prior FILE or --prior-name"),
     ([], ["--perceptual", "lpips_vgg"], "--perceptual lpips_vgg needs --vgg"),
     ([], ["--perceptual", "lpips_vgg", "--vgg", "nope.pth"], "--vgg nope.pth: file not found"),
     (["--mask"], [], "--prior-name ellipsoid needs --mask"),

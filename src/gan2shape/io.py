@@ -46,7 +46,7 @@ def safe_torch_load(path: str | os.PathLike, allowed: Iterable[Any] = DEFAULT_AL
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"\bGLOBAL ([\w.]+)", str(e))
         if found:
             raise CheckpointError(f"{path}: refused to load: it pickles {found.group(1)}, which is not an "
                                   f"allowed type (only tensors and plain containers are read)") from e
