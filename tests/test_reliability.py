@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +203,7 @@ def test_other_stages_numeric_flags_are_checked_at_parse_time(argv, flag, capsys
 
 
 # -- 7: errors name the file --------------------------------------------------------------------
-def test_wplus_latent_with_the_wrong_layer_count_names_the_file(world, no_model):
+def test_wplus_latent_with_the_wrong_layer_count_names_the_file(world):
     from gan2shape.gan.stylegan2 import load_latent
 
     torch.save(torch.zeros(1, 5, 32), world / "wplus.pt")
