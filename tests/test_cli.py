@@ -96,7 +96,7 @@ def test_bad_inputs_give_clear_errors(world):
     from PIL import Image
     Image.new("RGB", (40, 32)).save(world / "rect.png")
     args = ["reconstruct", "--image", str(world / "rect.png"), "--latent", str(world / "img0.pt"),
-            "--out", str(world / "o"), *_common(world)]
+            "--prior-name", "ellipsoid", "--mask", str(world / "mask0.png"), "--out", str(world / "o"), *_common(world)]
     with pytest.raises(ValueError, match="rect.png.*square"):
         main(args)
     torch.save({"mean": torch.zeros(5), "cov": torch.eye(5)}, world / "bad_mvn.pth")
@@ -104,7 +104,7 @@ def test_bad_inputs_give_clear_errors(world):
     args[args.index("--view-mvn") + 1] = str(world / "bad_mvn.pth")
     with pytest.raises(Exception, match="bad_mvn.pth"):
         main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
-              "--out", str(world / "o"), *args])
+              "--prior-name", "ellipsoid", "--mask", str(world / "mask0.png"), "--out", str(world / "o"), *args])
     assert not (world / "o").exists()
 
 

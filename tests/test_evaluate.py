@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 
 import numpy as np
@@ -74,3 +75,39 @@ def test_synthetic_depth_png_decodes_like_the_synthetic_module(tmp_path):
     a = load_depth(tmp_path / "d.png", 32, encoding="synthetic")[0]
     assert torch.allclose(a, decode_depth_png(tmp_path / "d.png").float(), atol=1e-6)
     assert torch.allclose(a, d, atol=1e-5)
+
+
+def _nan_case(tmp_path):
+    gt = _sphere_depth()
+    for n in ("x", "y"):
+        np.save(tmp_path / f"{n}_gt.npy", gt[0].numpy())
+        np.save(tmp_path / f"{n}_pred.npy", (gt[0] * 1.01).numpy())
+    np.save(tmp_path / "y_pred.npy", np.full((32, 32), np.nan, np.float32))
+    (tmp_path / "list.txt").write_text("x\ny\n")
+    return ["evaluate", "--list", str(tmp_path / "list.txt"), "--gt", str(tmp_path / "{name}_gt.npy"),
+            "--method", f"ours={tmp_path}/{{name}}_pred.npy", "--image-size", "32",
+            "--out-json", str(tmp_path / "m.json"), "--out-csv", str(tmp_path / "m.csv")]
+
+
+def test_nan_prediction_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(ValueError, match=r"ours: .*y_pred.npy: prediction has NaN/Inf values"):
+        main(_nan_case(tmp_path))
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_allow_failed_counts_and_reports_failed_images(tmp_path, capsys):
+    assert main(_nan_case(tmp_path) + ["--allow-failed"]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())["methods"]["ours"]
+    assert (m["n"], m["n_failed"], m["failed"]) == (1, 1, ["y"]) and np.isfinite(m["side_mean"])
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "m.csv"))}
+    assert rows["x"]["status"] == "ok" and rows["y"]["status"] == "failed"
+    assert "n=1, 1 failed: y" in capsys.readouterr().out
+
+
+def test_summarize_never_drops_a_nan_silently():
+    rows = [{"image": "a", "side": 1.0, "mad": 2.0, "mad_unit": 2.0}, {"image": "b", "side": math.nan, "mad": 1.0,
+                                                                       "mad_unit": 1.0}]
+    with pytest.raises(ValueError, match="non-finite side"):
+        summarize(rows)
+    s = summarize([rows[0], {**rows[1], "status": "failed"}])
+    assert (s["n"], s["n_failed"], s["side_mean"]) == (1, 1, 1.0)

@@ -8,6 +8,7 @@ convention depth = 1.1 − 0.2·p (white = near); ``.npy`` depth maps hold absol
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .io import atomic_path, atomic_write_text
 from .utils import center_crop, resize
+
+log = logging.getLogger("gan2shape")
 
 
 def _open_image(path: str | Path) -> Image.Image:
@@ -31,13 +34,23 @@ def _open_image(path: str | Path) -> Image.Image:
 
 
 def load_image(path: str | Path, size: int, crop: int | None = None) -> tuple[torch.Tensor, int]:
-    """An RGB image as ``1×3×S×S`` in [-1, 1], and its original width (``origin_size``)."""
+    """An RGB image as ``1×3×S×S`` in [-1, 1], and its original width (``origin_size``).
+
+    Conversions (grayscale or palette to RGB, a dropped alpha channel, a resize other than
+    the crop's) are logged as warnings naming the file."""
     img = _open_image(path)
     if img.mode not in ("RGB", "RGBA", "L", "P"):
         raise ValueError(f"{path}: unsupported image mode {img.mode!r} (expected RGB)")
     w, h = img.size
     if w != h:
         raise ValueError(f"{path}: image is {w}x{h}; GAN2Shape expects square images")
+    if img.mode == "RGBA" or (img.mode == "P" and "transparency" in img.info):
+        alpha = np.asarray(img.convert("RGBA"))[..., 3]
+        if (alpha < 255).any():
+            log.warning("%s: alpha channel dropped (%.1f%% of the pixels not opaque; their colour is used as is)",
+                        path, 100.0 * float((alpha < 255).mean()))
+    elif img.mode in ("L", "P"):
+        log.warning("%s: %s image converted to RGB", path, "grayscale" if img.mode == "L" else "palette")
     img = img.convert("RGB")
     if crop is not None:
         if crop > w:
@@ -45,6 +58,8 @@ def load_image(path: str | Path, size: int, crop: int | None = None) -> tuple[to
         left = int(round((w - crop) / 2.0))
         img = img.crop((left, left, left + crop, left + crop))
     if img.size[0] != size:
+        if crop is None:
+            log.warning("%s: resized from %d px to %d px", path, img.size[0], size)
         img = img.resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
     return x * 2 - 1, w

@@ -329,6 +329,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     """Invert images into StyleGAN2 latents (W by default) for GAN2Shape."""
     from ..data import load_image, load_mask, save_json, save_png
     from ..method.losses import PerceptualLoss
+    from ..stages.common import check_input, check_output_dir
     from .stylegan2 import load_stylegan2, save_latent
 
     if (args.images is None) == (args.list is None):
@@ -340,8 +341,11 @@ def cmd_invert(args: argparse.Namespace) -> int:
         raise ValueError(f"images with the same name would overwrite each other's outputs: {dup[:5]}")
     if args.masks is not None and len(args.masks) != len(paths):
         raise ValueError(f"{len(args.masks)} masks for {len(paths)} images")
-    if args.batch_size < 1:
-        raise SystemExit("--batch-size must be >= 1")
+    if args.perceptual == "lpips_vgg" and args.vgg is None:
+        raise SystemExit("--perceptual lpips_vgg needs --vgg (torchvision's vgg16-397923af.pth)")
+    check_input(args.gan, "--gan")
+    check_input(args.vgg, "--vgg")
+    check_output_dir(args.out_dir, "--out-dir")
 
     ck = load_stylegan2(args.gan, device="cpu", load_discriminator=args.perceptual == "discriminator")
     G = ck.generator.to(args.device).eval()
@@ -398,6 +402,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Register ``gan2shape invert``."""
+    from ..stages.common import nonneg_float, nonneg_int, positive_float, positive_int
+
     d = InversionConfig()
     p = subparsers.add_parser("invert", help=cmd_invert.__doc__, description=cmd_invert.__doc__)
     p.add_argument("--gan", required=True, type=Path, help="StyleGAN2 checkpoint (official rosinality format)")
@@ -408,22 +414,22 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, type=Path,
                    help="writes <name>.pt (latent), <name>_inv.png, inversion_summary.json")
     p.add_argument("--space", default=d.space, choices=["w", "w+"])
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--noise", type=float, default=d.latent_noise, help="initial latent noise (× W radius)")
-    p.add_argument("--n-mean-samples", type=int, default=d.n_mean_samples)
-    p.add_argument("--lam-pixel", type=float, default=d.lam_pixel)
+    p.add_argument("--steps", type=nonneg_int, default=d.steps)
+    p.add_argument("--lr", type=positive_float, default=d.lr)
+    p.add_argument("--noise", type=nonneg_float, default=d.latent_noise, help="initial latent noise (× W radius)")
+    p.add_argument("--n-mean-samples", type=positive_int, default=d.n_mean_samples)
+    p.add_argument("--lam-pixel", type=nonneg_float, default=d.lam_pixel)
     p.add_argument("--pixel-loss", default=d.pixel_loss, choices=["l1", "mse"])
-    p.add_argument("--lam-perceptual", type=float, help="default 1 when --perceptual is not none")
-    p.add_argument("--lam-w-reg", type=float, default=d.lam_w_reg)
-    p.add_argument("--lam-w-spread", type=float, default=d.lam_w_spread)
-    p.add_argument("--mask-bg-weight", type=float, default=d.mask_bg_weight)
-    p.add_argument("--image-size", type=int, help="working/comparison size (default: the GAN's size)")
-    p.add_argument("--crop", type=int, help="centre crop before resizing")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lam-perceptual", type=nonneg_float, help="default 1 when --perceptual is not none")
+    p.add_argument("--lam-w-reg", type=nonneg_float, default=d.lam_w_reg)
+    p.add_argument("--lam-w-spread", type=nonneg_float, default=d.lam_w_spread)
+    p.add_argument("--mask-bg-weight", type=nonneg_float, default=d.mask_bg_weight)
+    p.add_argument("--image-size", type=positive_int, help="working/comparison size (default: the GAN's size)")
+    p.add_argument("--crop", type=positive_int, help="centre crop before resizing")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--perceptual", default="none", choices=["none", "discriminator", "lpips_vgg"])
     p.add_argument("--vgg", type=Path, help="torchvision VGG16 weights vgg16-397923af.pth (for lpips_vgg)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=nonneg_int, default=d.seed)
     p.set_defaults(func=cmd_invert)
     return p

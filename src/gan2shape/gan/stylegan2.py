@@ -765,8 +765,9 @@ def save_stylegan2(path: str | os.PathLike, generator: Generator,
     atomic_torch_save(ckpt, path)
 
 
-def load_latent(path: str | os.PathLike, style_dim: int = 512) -> torch.Tensor:
-    """Read a per-image latent file -> float tensor ``1×style_dim`` (W) or ``1×n×style_dim`` (W+).
+def load_latent(path: str | os.PathLike, style_dim: int = 512, n_latent: int | None = None) -> torch.Tensor:
+    """Read a per-image latent file -> float tensor ``1×style_dim`` (W) or ``1×n×style_dim`` (W+);
+    with ``n_latent`` (the generator's W+ layer count) a W+ latent must have that many layers.
 
     Accepted contents: Tensor (D,), (1, D), (n, D) with n > 1 (W+), (1, n, D); or a dict holding
     one of these under 'latent' (synface files also carry 'img'); or a rosinality ``projector.py``
@@ -794,6 +795,9 @@ def load_latent(path: str | os.PathLike, style_dim: int = 512) -> torch.Tensor:
         w = w.unsqueeze(0)
     elif w.ndim == 2 and shape[0] > 1:
         w = w.unsqueeze(0)
+    if n_latent is not None and w.ndim == 3 and w.shape[1] != n_latent:
+        raise CheckpointError(f"{path}: W+ latent has {w.shape[1]} layers, the GAN needs {n_latent} "
+                              f"(inverted with another GAN?)")
     if not torch.isfinite(w).all():
         raise CheckpointError(f"{path}: latent contains non-finite values")
     return w

@@ -73,7 +73,15 @@ def load_mvn(path: str | Path, dim: int) -> MVN:
                               f"{tuple(mean.shape)} and {tuple(cov.shape)}")
     if not (torch.isfinite(mean).all() and torch.isfinite(cov).all()):
         raise CheckpointError(f"{path}: mean/cov contain NaN or Inf")
-    return MVN(mean, cov)
+    c = cov.double()
+    if not torch.allclose(c, c.T, rtol=1e-5, atol=1e-8):
+        raise CheckpointError(f"{path}: covariance is not symmetric")
+    try:
+        return MVN(mean, cov)
+    except torch.linalg.LinAlgError as e:
+        low = float(torch.linalg.eigvalsh(c).min())
+        raise CheckpointError(f"{path}: covariance is not positive semi-definite "
+                              f"(smallest eigenvalue {low:.3g})") from e
 
 
 @dataclass

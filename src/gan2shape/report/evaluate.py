@@ -5,6 +5,10 @@ map, or a constant); ground truth comes from a test set with depth. Each method 
 ``LABEL=PATTERN`` where ``PATTERN`` contains ``{name}`` (the image name), e.g.
 ``gan2shape=results/reconstruct/face/{name}/recon_depth.npy``; ``LABEL=constant`` is the
 constant-depth baseline.
+
+A prediction with NaN or Inf values (or whose metrics are not finite) is an error naming the file;
+with ``--allow-failed`` it is counted as failed instead: ``n`` counts the images the means are over,
+``n_failed`` and ``failed`` the others, and the CSV marks their rows ``status=failed``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import logging
 import math
 from pathlib import Path
 
@@ -22,35 +27,63 @@ from ..io import atomic_write_text
 from ..method.metrics import depth_metrics
 from ..method.renderer import Renderer
 
+log = logging.getLogger("gan2shape")
+METRICS = ("side", "mad", "mad_unit", "mae", "mse")
 
-def evaluate_method(preds: dict[str, torch.Tensor], gts: dict[str, torch.Tensor],
-                    max_valid_depth: float = 1.2) -> list[dict]:
+
+def evaluate_method(preds: dict[str, torch.Tensor | None], gts: dict[str, torch.Tensor],
+                    max_valid_depth: float = 1.2, sources: dict[str, str] | None = None,
+                    allow_failed: bool = False) -> list[dict]:
     """Per-image SIDE (×100, as papers report it) and MAD (degrees; ``mad`` = original protocol with
-    its near-unit normals, ``mad_unit`` = true angle) of ``preds`` (1×S×S each)."""
+    its near-unit normals, ``mad_unit`` = true angle) of ``preds`` (1×S×S each).
+
+    A non-finite prediction or metric raises ``ValueError`` naming ``sources[name]`` (the file);
+    with ``allow_failed`` its row gets ``status: failed`` and NaN metrics instead (a ``None``
+    prediction is such a failure)."""
     rows = []
     renderers: dict[int, Renderer] = {}
+    sources = sources or {}
     for name, gt in gts.items():
         if name not in preds:
             raise KeyError(f"no prediction for image {name!r}")
         pred = preds[name]
+        where = sources.get(name, name)
+        if pred is None or not torch.isfinite(pred).all():
+            if not allow_failed:
+                raise ValueError(f"{where}: prediction has NaN/Inf values (--allow-failed counts it as failed)")
+            log.warning("%s: prediction has NaN/Inf values; counted as failed", where)
+            rows.append({"image": name, **{k: math.nan for k in METRICS}, "status": "failed"})
+            continue
         s = gt.shape[-1]
         if pred.shape[-1] != s:
             raise ValueError(f"{name}: prediction is {pred.shape[-1]} px, ground truth {s} px")
         r = renderers.setdefault(s, Renderer(s))
         m = depth_metrics(pred.reshape(1, s, s).float(), gt.reshape(1, s, s).float(), r.normals,
                           max_valid_depth=max_valid_depth)
-        rows.append({"image": name, "side": 100 * float(m["side"][0]), "mad": float(m["mad"][0]),
-                     "mad_unit": float(m["mad_unit"][0]),
-                     "mae": float(m["mae"][0]), "mse": float(m["mse"][0])})
+        row = {"image": name, "side": 100 * float(m["side"][0]), "mad": float(m["mad"][0]),
+               "mad_unit": float(m["mad_unit"][0]), "mae": float(m["mae"][0]), "mse": float(m["mse"][0]),
+               "status": "ok"}
+        bad = [k for k in METRICS if not math.isfinite(row[k])]
+        if bad:
+            if not allow_failed:
+                raise ValueError(f"{where}: non-finite {', '.join(bad)} (empty ground-truth mask or a degenerate "
+                                 f"prediction; --allow-failed counts it as failed)")
+            log.warning("%s: non-finite %s; counted as failed", where, ", ".join(bad))
+            row.update({k: math.nan for k in METRICS}, status="failed")
+        rows.append(row)
     return rows
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Mean and (population) standard deviation of SIDE and MAD over images."""
-    out: dict = {"n": len(rows)}
+    """Mean and (population) standard deviation of SIDE and MAD over the images that did not fail
+    (``n``); failed images are counted in ``n_failed`` and named in ``failed``."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok"]
+    out: dict = {"n": len(ok), "n_failed": len(rows) - len(ok),
+                 "failed": [r["image"] for r in rows if r.get("status", "ok") != "ok"]}
     for k in ("side", "mad", "mad_unit"):
-        v = torch.tensor([r[k] for r in rows], dtype=torch.float64)
-        v = v[torch.isfinite(v)]
+        v = torch.tensor([r[k] for r in ok], dtype=torch.float64)
+        if not torch.isfinite(v).all():
+            raise ValueError(f"non-finite {k} among the images counted as evaluated")
         out[f"{k}_mean"] = float(v.mean()) if len(v) else math.nan
         out[f"{k}_std"] = float(v.std(unbiased=False)) if len(v) else math.nan
     return out
@@ -93,12 +126,21 @@ def plot_depth_comparison(names: list[str], images: list, preds: list[torch.Tens
     plt.close(fig)
 
 
+def _pred_path(pattern: str, name: str) -> Path:
+    return Path(pattern.format(name=name))
+
+
 def _read_pred(pattern: str, name: str, size: int) -> torch.Tensor:
-    return load_array(Path(pattern.format(name=name)), size)
+    return load_array(_pred_path(pattern, name), size)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """SIDE/MAD of each method against the ground-truth depth of a test set."""
+    from ..stages.common import check_input, check_output_file
+
+    check_input(args.list, "--list")
+    for path, flag in ((args.out_json, "--out-json"), (args.out_csv, "--out-csv"), (args.figure, "--figure")):
+        check_output_file(path, flag)
     names = [n for n in Path(args.list).read_text().split() if n]
     if not names:
         raise SystemExit(f"{args.list}: no image names")
@@ -114,12 +156,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if "{name}" not in pattern:
                 raise SystemExit(f"--method {label}: the pattern must contain {{name}}")
             preds = {n: _read_pred(pattern, n, args.image_size) for n in names}
-        methods[label] = evaluate_method(preds, gts)
+        sources = {n: f"{label}: {_pred_path(pattern, n)}" if pattern != "constant" else label for n in names}
+        methods[label] = evaluate_method(preds, gts, sources=sources, allow_failed=args.allow_failed)
     summary = {label: summarize(rows) for label, rows in methods.items()}
     save_json({"dataset": args.dataset, "images": len(names), "methods": summary}, args.out_json)
     if args.out_csv is not None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["dataset", "method", "image", "side", "mad", "mad_unit", "mae", "mse"])
+        w = csv.DictWriter(buf, fieldnames=["dataset", "method", "image", *METRICS, "status"])
         w.writeheader()
         for label, rows in methods.items():
             for r in rows:
@@ -137,8 +180,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   Image.new("RGB", (args.image_size, args.image_size)) for n in shown]
         plot_depth_comparison(shown, images, preds, [gts[n] for n in shown], label, args.figure)
     for label, s in summary.items():
+        failed = f", {s['n_failed']} failed: {' '.join(s['failed'])}" if s["n_failed"] else ""
         print(f"{args.dataset:>14s} {label:>20s}  SIDE {s['side_mean']:.3f} ± {s['side_std']:.3f} (×1e-2)"
-              f"  MAD {s['mad_mean']:.2f} ± {s['mad_std']:.2f} deg (true angle {s['mad_unit_mean']:.2f})  (n={s['n']})")
+              f"  MAD {s['mad_mean']:.2f} ± {s['mad_std']:.2f} deg (true angle {s['mad_unit_mean']:.2f})"
+              f"  (n={s['n']}{failed})")
     return 0
 
 
@@ -168,12 +213,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def add_cli(sub) -> None:
+    from ..stages.common import positive_int
+
     s = sub.add_parser("summarize", help=cmd_summarize.__doc__)
     s.add_argument("--runs", nargs="+", required=True, type=Path, help="reconstruct metrics.json files")
     s.add_argument("--evaluation", type=Path, help="`gan2shape evaluate --out-json` file")
     s.add_argument("--dataset", required=True)
     s.add_argument("--preset", required=True)
-    s.add_argument("--np", type=int, required=True)
+    s.add_argument("--np", type=positive_int, required=True)
     s.add_argument("--main", required=True, help="method whose SIDE/MAD are the headline numbers")
     s.add_argument("--out", required=True, type=Path)
     s.set_defaults(func=cmd_summarize)
@@ -184,11 +231,13 @@ def add_cli(sub) -> None:
     p.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
                    help="depth PNG encoding (.npy files hold absolute depth)")
     p.add_argument("--method", nargs="+", required=True, help="LABEL=PATTERN with {name}, or LABEL=constant")
-    p.add_argument("--image-size", type=int, required=True)
+    p.add_argument("--image-size", type=positive_int, required=True)
     p.add_argument("--dataset", default="")
     p.add_argument("--out-json", required=True, type=Path)
     p.add_argument("--out-csv", type=Path)
     p.add_argument("--figure", type=Path, help="PNG: input | depth of the LAST method | ground truth | error")
-    p.add_argument("--figure-images", type=int, default=6)
+    p.add_argument("--figure-images", type=positive_int, default=6)
+    p.add_argument("--allow-failed", action="store_true",
+                   help="count a prediction with NaN/Inf (or non-finite metrics) as failed instead of stopping")
     p.add_argument("--image", help="input image pattern with {name} (for the figure)")
     p.set_defaults(func=cmd_evaluate)

@@ -1,16 +1,126 @@
-"""What the method stages share: the method and model flag groups, the config they resolve to,
-model construction, target loading and the per-image result files."""
+"""What the method stages share: argparse types that validate numbers, checks of inputs and outputs
+made before any model is built, the method and model flag groups, the config they resolve to, model
+construction, target loading and the per-image result files."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger("gan2shape")
+
+
+# -- argparse types: every numeric flag is checked when the command line is parsed -------------------
+def _number(kind, s: str, low: float | None, strict: bool, what: str):
+    try:
+        v = kind(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    if low is not None and (v <= low if strict else v < low):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+    return v
+
+
+def positive_int(s: str) -> int:
+    """An integer ≥ 1."""
+    return _number(int, s, 0, True, "an integer >= 1")
+
+
+def nonneg_int(s: str) -> int:
+    """An integer ≥ 0."""
+    return _number(int, s, 0, False, "an integer >= 0")
+
+
+def positive_float(s: str) -> float:
+    """A finite number > 0."""
+    return _number(float, s, 0.0, True, "a number > 0")
+
+
+def nonneg_float(s: str) -> float:
+    """A finite number ≥ 0."""
+    return _number(float, s, 0.0, False, "a number >= 0")
+
+
+def finite_float(s: str) -> float:
+    """Any finite number."""
+    return _number(float, s, None, False, "a number")
+
+
+def stage_iters(s: str) -> tuple[int, int, int]:
+    """``N1,N2,N3``: three iteration counts ≥ 0."""
+    parts = s.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected N1,N2,N3 (three integers >= 0), got {s!r}")
+    return tuple(_number(int, v.strip(), 0, False, "N1,N2,N3 (three integers >= 0)") for v in parts)
+
+
+# -- checks made before any model is built ----------------------------------------------------------
+def check_input(path: Path | None, flag: str) -> None:
+    """``path`` (given with ``flag``) must be an existing file."""
+    if path is not None and not Path(path).is_file():
+        raise SystemExit(f"{flag} {path}: file not found")
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    parent = path.parent
+    while not parent.exists():  # the nearest folder that exists must let us create the rest
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SystemExit(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SystemExit(f"{flag} {path}: folder {parent} is not writable")
+
+
+def check_output_file(path: Path | None, flag: str) -> None:
+    """``path`` (an output file given with ``flag``) can be written: not a folder, in a writable
+    folder. Stale temporaries of it from a killed run are removed."""
+    if path is None:
+        return
+    from ..io import sweep_stale
+
+    path = Path(path)
+    if path.is_dir():
+        raise SystemExit(f"{flag} {path}: is a folder; expected a file name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SystemExit(f"{flag} {path}: exists and is not writable")
+    _check_writable_parent(path, flag)
+    sweep_stale(path)
+
+
+def check_output_dir(path: Path | None, flag: str) -> None:
+    """``path`` (an output folder given with ``flag``) can be created or written: not an existing
+    file, writable. Stale temporaries of it from a killed run are removed."""
+    if path is None:
+        return
+    from ..io import sweep_stale
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SystemExit(f"{flag} {path}: exists and is a file; expected a folder")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise SystemExit(f"{flag} {path}: folder is not writable")
+    _check_writable_parent(path, flag)
+    sweep_stale(path)
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """The model files exist and the perceptual loss has what it needs (before anything is loaded)."""
+    check_input(args.gan, "--gan")
+    check_input(args.view_mvn, "--view-mvn")
+    check_input(args.light_mvn, "--light-mvn")
+    if args.perceptual == "lpips_vgg" and args.vgg is None:
+        raise SystemExit("--perceptual lpips_vgg needs --vgg (torchvision's vgg16-397923af.pth); "
+                         "or use --perceptual discriminator / none")
+    check_input(args.vgg, "--vgg")
+    check_input(args.pretrain, "--pretrain")
 
 
 def bool_flag(p: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -23,22 +133,22 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("method (default: the preset's value)")
     g.add_argument("--preset", default="car", choices=sorted(PRESETS), help="dataset preset of the original configs")
-    g.add_argument("--image-size", type=int, help="working resolution S")
-    g.add_argument("--np", dest="batchsize", type=int, help="N_p: pseudo/projected samples per iteration")
-    g.add_argument("--collect-iters", type=int, help="no-grad step-2 forwards filling the step-3 pool")
+    g.add_argument("--image-size", type=positive_int, help="working resolution S")
+    g.add_argument("--np", dest="batchsize", type=positive_int, help="N_p: pseudo/projected samples per iteration")
+    g.add_argument("--collect-iters", type=positive_int, help="no-grad step-2 forwards filling the step-3 pool")
     g.add_argument("--schedule", choices=sorted(SCHEDULES) + ["init_iterations"], help="stage schedule")
-    g.add_argument("--num-stages", type=int, help="keep only the first K stages of the schedule")
-    g.add_argument("--stage-iters", help="N1,N2,N3: override the iteration counts of every stage")
-    g.add_argument("--prior-iters", type=int, help="depth pre-fit iterations (0: none)")
-    g.add_argument("--prior-tol", type=float, help="stop the pre-fit once its MSE is below this")
-    g.add_argument("--crop", type=int, help="centre crop before resizing (cat/synface: 170; 0: none)")
-    g.add_argument("--lam-perc", type=float, help="perceptual weight (original 0.5, replication 1)")
-    g.add_argument("--lr", type=float, help="Adam learning rate of every network (original 1e-4)")
-    g.add_argument("--weight-decay", type=float, help="Adam L2 weight decay (original 5e-4)")
-    g.add_argument("--depth-lr-step3", type=float,
+    g.add_argument("--num-stages", type=positive_int, help="keep only the first K stages of the schedule")
+    g.add_argument("--stage-iters", type=stage_iters, help="N1,N2,N3: override the iteration counts of every stage")
+    g.add_argument("--prior-iters", type=nonneg_int, help="depth pre-fit iterations (0: none)")
+    g.add_argument("--prior-tol", type=nonneg_float, help="stop the pre-fit once its MSE is below this")
+    g.add_argument("--crop", type=nonneg_int, help="centre crop before resizing (cat/synface: 170; 0: none)")
+    g.add_argument("--lam-perc", type=nonneg_float, help="perceptual weight (original 0.5, replication 1)")
+    g.add_argument("--lr", type=positive_float, help="Adam learning rate of every network (original 1e-4)")
+    g.add_argument("--weight-decay", type=nonneg_float, help="Adam L2 weight decay (original 5e-4)")
+    g.add_argument("--depth-lr-step3", type=nonneg_float,
                    help="our option: learning rate of the depth net in step 3 (default: --lr, as the original)")
-    g.add_argument("--f1-d", type=int, help="mapping layers after the offset injection point (F1_d)")
-    g.add_argument("--view-scale", type=float, help="yaw scale of sampled views")
+    g.add_argument("--f1-d", type=nonneg_int, help="mapping layers after the offset injection point (F1_d)")
+    g.add_argument("--view-scale", type=finite_float, help="yaw scale of sampled views")
     g.add_argument("--step3-pool", choices=["original", "last_batch"], help="step-3 projected samples")
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
     g.add_argument("--optimizer", choices=["adam", "radam"],
@@ -46,9 +156,9 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--projection", choices=["gan", "pseudo", "oracle"],
                    help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
                         "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
-    g.add_argument("--seed", type=int, help="random seed")
-    g.add_argument("--raster-bin-size", type=int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
-    g.add_argument("--raster-max-faces-per-bin", type=int, help="pytorch3d faces per bin (e.g. 2000)")
+    g.add_argument("--seed", type=nonneg_int, help="random seed")
+    g.add_argument("--raster-bin-size", type=nonneg_int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
+    g.add_argument("--raster-max-faces-per-bin", type=positive_int, help="pytorch3d faces per bin (e.g. 2000)")
     bool_flag(g, "relative-enc", "encode E(x) − E(G(w))")
     bool_flag(g, "use-mask", "use the object mask for pseudo samples")
 
@@ -71,14 +181,9 @@ def method_config(args: argparse.Namespace):
     cfg = preset(args.preset, **over)
     sched = list(cfg.schedule)
     if args.num_stages is not None:
-        if args.num_stages < 1:
-            raise SystemExit("--num-stages must be >= 1")
         sched = (sched + [sched[-1]] * args.num_stages)[:args.num_stages]
     if args.stage_iters:
-        try:
-            n1, n2, n3 = (int(v) for v in args.stage_iters.split(","))
-        except ValueError:
-            raise SystemExit(f"--stage-iters expects N1,N2,N3, got {args.stage_iters!r}")
+        n1, n2, n3 = args.stage_iters
         sched = [replace(s, n1=n1, n2=n2 if s.n2 else 0, n3=n3 if s.n3 else 0) for s in sched]
     cfg.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in sched]
     return cfg
@@ -89,7 +194,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gan", required=True, type=Path, help="StyleGAN2 checkpoint (official rosinality format)")
     g.add_argument("--view-mvn", required=True, type=Path, help="view MVN file {'mean': [6], 'cov': [6,6]}")
     g.add_argument("--light-mvn", required=True, type=Path, help="light MVN file {'mean': [4], 'cov': [4,4]}")
-    g.add_argument("--perceptual", default="lpips_vgg", choices=["lpips_vgg", "discriminator", "none"],
+    g.add_argument("--perceptual", default="discriminator", choices=["lpips_vgg", "discriminator", "none"],
                    help="perceptual loss: LPIPS-VGG (needs --vgg), the GAN discriminator's features, or none")
     g.add_argument("--vgg", type=Path, help="torchvision VGG16 weights vgg16-397923af.pth (for lpips_vgg)")
     g.add_argument("--pretrain", type=Path, help="official pretrain file (netD/netA/netV/netL/netEnc)")
@@ -105,6 +210,10 @@ def build_model(args: argparse.Namespace, cfg):
     from ..method.model import GAN2Shape
 
     ck = load_stylegan2(args.gan, device="cpu")
+    if not 0 <= cfg.f1_d <= ck.generator.n_mlp:
+        raise SystemExit(f"--gan {args.gan}: its mapping network has {ck.generator.n_mlp} layers, fewer than "
+                         f"F1_d = {cfg.f1_d} (preset {args.preset} or --f1-d); a GAN of another architecture? "
+                         f"(set --f1-d <= {ck.generator.n_mlp})")
     perceptual = PerceptualLoss(args.perceptual, vgg_path=args.vgg, discriminator=ck.discriminator)
     vl = ViewLightDistribution.from_files(args.view_mvn, args.light_mvn)
     return install_projection(GAN2Shape(cfg, ck.generator, ck.discriminator, perceptual, vl).to(args.device))
@@ -112,15 +221,17 @@ def build_model(args: argparse.Namespace, cfg):
 
 def load_target(name: str, image: Path, latent: Path, cfg, style_dim: int, mask: Path | None = None,
                 prior: Path | None = None, gt_depth: Path | None = None, prior_name: str | None = None,
-                category: str = "car", confidence: Path | None = None, gt_encoding: str = "unsup3d"):
-    """Read one image and what belongs to it into a :class:`Target`."""
+                category: str = "car", confidence: Path | None = None, gt_encoding: str = "unsup3d",
+                n_latent: int | None = None):
+    """Read one image and what belongs to it into a :class:`Target` (a W+ latent must have
+    ``n_latent`` layers when given)."""
     from ..data import load_array, load_depth, load_image, load_mask
     from ..method.priors import make_prior
     from ..gan.stylegan2 import load_latent
     from ..method.model import Target
 
     img, origin = load_image(image, cfg.image_size, cfg.crop)
-    t = Target(name=name, image=img, latent=load_latent(latent, style_dim), origin_size=origin)
+    t = Target(name=name, image=img, latent=load_latent(latent, style_dim, n_latent), origin_size=origin)
     if mask is not None:
         t.mask = load_mask(mask, cfg.image_size)
     if gt_depth is not None:
@@ -150,12 +261,18 @@ def load_scene(path: Path):
 
 
 def write_result(result, index: int, out: Path, renderer=None, save_model: dict | None = None) -> None:
-    """Write one image's depth, albedo, view, light, metrics and previews into ``out``."""
+    """Write one image's depth, albedo, view, light, metrics and previews into the folder ``out``
+    (all or nothing: through a temporary folder renamed into place)."""
+    from ..io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        _write_result_files(result, index, tmp, save_model)
+
+
+def _write_result_files(result, i: int, out: Path, save_model: dict | None) -> None:
     from ..data import save_json, save_npy, save_png
     from ..method.renderer import light_to_physical, view_to_physical
 
-    out.mkdir(parents=True, exist_ok=True)
-    i = index
     depth, recon_depth = result.depth[i], result.recon_depth[i]
     save_npy(depth, out / "depth.npy")
     save_npy(recon_depth, out / "recon_depth.npy")

@@ -39,7 +39,7 @@ def _read_list(path: Path) -> list[tuple[Path, Path, Path | None]]:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Jointly pre-train the GAN2Shape networks on many images; write an official pretrain file."""
-    from .common import build_model, load_target, method_config
+    from .common import build_model, check_input, check_model_args, check_output_file, load_target, method_config
     from ..io import atomic_torch_save
     from ..method.pretrain import fit_joint
     from ..method.trainer import Trainer
@@ -50,13 +50,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise SystemExit(f"--nets: unknown {bad} (choose from {', '.join(NET_NAMES)})")
     rows = _read_list(args.list)
     cfg = method_config(args)
+    for img, lat, prior in rows:
+        for f in (img, lat, prior):
+            check_input(f, f"{args.list}:")
+    check_model_args(args)
+    check_output_file(args.out, "--out")
+    check_output_file(args.log, "--log")
     if cfg.step3_pool == "original" and cfg.collect_iters < 2 * len(rows):
         raise SystemExit(f"--collect-iters {cfg.collect_iters} is below twice the number of images ({len(rows)})")
     model = build_model(args, cfg)
     trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
-    targets = [load_target(img.stem, img, lat, cfg, model.G.style_dim, prior=prior) for img, lat, prior in rows]
+    targets = [load_target(img.stem, img, lat, cfg, model.G.style_dim, prior=prior, n_latent=model.G.n_latent)
+               for img, lat, prior in rows]
     result = fit_joint(trainer, targets)
     state = model.nets_state()
     out = {k: {n: (t.half() if args.half and t.is_floating_point() else t) for n, t in state[k].items()}
@@ -72,7 +79,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    from .common import add_method_flags, add_model_flags
+    from .common import add_method_flags, add_model_flags, positive_int
 
     p = subparsers.add_parser("pretrain", help=cmd_pretrain.__doc__)
     p.add_argument("--list", required=True, type=Path,
@@ -81,7 +88,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
     p.add_argument("--out", required=True, type=Path, help="pretrain file (official keys netD, netA, ...)")
     p.add_argument("--log", type=Path, help="training log (JSON)")
-    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--log-every", type=positive_int, default=100)
     p.add_argument("--progress", action="store_true")
     add_method_flags(p)
     add_model_flags(p)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .common import check_input, check_output_file, nonneg_float, nonneg_int, positive_float, positive_int
 
 log = logging.getLogger("gan2shape")
 
@@ -23,6 +24,9 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
 
     if len(args.image) != len(args.prior):
         raise SystemExit("--image and --prior need the same number of files")
+    for f in [*args.image, *args.prior]:
+        check_input(f, "--image/--prior")
+    check_output_file(args.out, "--out")
     cfg = MethodConfig(image_size=args.image_size, seed=args.seed, lr=args.lr)
     torch.manual_seed(args.seed)
     images = torch.cat([load_image(p, args.image_size)[0] for p in args.image])
@@ -46,12 +50,12 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     d = subparsers.add_parser("pretrain-depth", help=cmd_pretrain_depth.__doc__)
     d.add_argument("--image", nargs="+", required=True, type=Path)
     d.add_argument("--prior", nargs="+", required=True, type=Path)
-    d.add_argument("--image-size", type=int, required=True)
-    d.add_argument("--iters", type=int, default=1000)
-    d.add_argument("--tol", type=float)
-    d.add_argument("--batch-size", type=int)
-    d.add_argument("--lr", type=float, default=1e-4)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--image-size", type=positive_int, required=True)
+    d.add_argument("--iters", type=nonneg_int, default=1000)
+    d.add_argument("--tol", type=nonneg_float)
+    d.add_argument("--batch-size", type=positive_int)
+    d.add_argument("--lr", type=positive_float, default=1e-4)
+    d.add_argument("--seed", type=nonneg_int, default=0)
     d.add_argument("--out", required=True, type=Path)
     d.set_defaults(func=cmd_pretrain_depth)
     return d

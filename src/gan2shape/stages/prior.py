@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-
+from .common import check_input, check_output_file, finite_float, positive_int
 
 log = logging.getLogger("gan2shape")
 
@@ -16,6 +16,12 @@ def cmd_prior(args: argparse.Namespace) -> int:
     from ..data import load_mask, save_npy, save_png
     from ..method.priors import make_prior
 
+    if not args.far > args.near:
+        raise SystemExit(f"--far ({args.far}) must be greater than --near ({args.near})")
+    check_input(args.mask, "--mask")
+    check_input(args.confidence, "--confidence")
+    check_output_file(args.out, "--out")
+    check_output_file(args.png, "--png")
     mask = load_mask(args.mask, args.image_size) if args.mask else None
     conf = load_mask(args.confidence, args.image_size) if args.confidence else None
     p = make_prior(args.name, mask=mask, confidence=conf, category=args.category, near=args.near, far=args.far,
@@ -33,10 +39,10 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--name", required=True)
     q.add_argument("--mask", type=Path)
     q.add_argument("--confidence", type=Path)
-    q.add_argument("--image-size", type=int, required=True)
+    q.add_argument("--image-size", type=positive_int, required=True)
     q.add_argument("--category", default="car")
-    q.add_argument("--near", type=float, default=0.91)
-    q.add_argument("--far", type=float, default=1.02)
+    q.add_argument("--near", type=finite_float, default=0.91)
+    q.add_argument("--far", type=finite_float, default=1.02)
     q.add_argument("--compat", action="store_true", help="reproduce the replication's out-of-range values")
     q.add_argument("--adjust", default="original", choices=["original", "replication"])
     q.add_argument("--out", required=True, type=Path)

@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 
-from .common import add_method_flags, add_model_flags, build_model, load_scene, load_target, method_config, write_result
+from .common import (add_method_flags, add_model_flags, build_model, check_input, check_model_args, check_output_dir,
+                     check_output_file, load_scene, load_target, method_config, nonneg_int, positive_int, write_result)
 
 log = logging.getLogger("gan2shape")
 
@@ -28,6 +29,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
     if args.fast and not args.independent:
         raise SystemExit("--fast applies to --independent runs only")
+    check_args(args, cfg)
     model = build_model(args, cfg)
     trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
     if args.pretrain is not None:
@@ -40,11 +42,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                    prior=args.prior[i] if args.prior else None,
                                    gt_depth=args.gt_depth[i] if args.gt_depth else None,
                                    prior_name=args.prior_name, category=args.category,
-                                   gt_encoding=args.gt_encoding))
+                                   gt_encoding=args.gt_encoding, n_latent=model.G.n_latent))
         if args.scene:
             targets[-1].scene = load_scene(args.scene[i])
-    if cfg.projection == "oracle" and not args.scene:
-        raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
     if args.independent and len({t.name for t in targets}) != n:
         raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
                          f"{[t.name for t in targets]}")
@@ -67,6 +67,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_args(args: argparse.Namespace, cfg) -> None:
+    """Flag combinations, input files and outputs, checked before any model is built."""
+    if cfg.projection == "oracle" and not args.scene:
+        raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
+    prior_name = args.prior_name if args.prior_name != "none" else None
+    if args.prior and prior_name:
+        raise SystemExit("give --prior (prior maps) or --prior-name (built from --mask), not both")
+    if not args.prior and not prior_name and args.pretrain is None and cfg.prior_iters > 0:
+        raise SystemExit("the depth pre-fit needs a prior: give --prior FILE or --prior-name NAME (with --mask), "
+                         "or --pretrain with a netD, or --prior-iters 0")
+    if prior_name and not args.mask:
+        raise SystemExit(f"--prior-name {prior_name} needs --mask")
+    for flag in ("image", "latent", "mask", "prior", "gt_depth", "scene"):
+        for f in getattr(args, flag) or []:
+            check_input(f, "--" + flag.replace("_", "-"))
+    check_model_args(args)
+    check_output_dir(args.out, "--out")
+    check_output_file(args.checkpoint, "--checkpoint")
+
+
 def add_cli(subparsers) -> argparse.ArgumentParser:
     r = subparsers.add_parser("reconstruct", help=cmd_reconstruct.__doc__)
     r.add_argument("--image", nargs="+", required=True, type=Path)
@@ -82,10 +102,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--scene", nargs="+", type=Path, help="synthetic scene records (.json; for --projection oracle)")
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
-    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--checkpoint-every", type=positive_int, default=200,
+                   help="iterations between checkpoints (params.yaml reconstruct.checkpoint_every)")
     r.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
-    r.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
-    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--stop-after", type=nonneg_int, help=argparse.SUPPRESS)
+    r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--save-model", action="store_true", help="also write the trained nets (model.pth)")
     r.add_argument("--progress", action="store_true", help="tqdm progress bar")
     r.add_argument("--independent", action="store_true",
