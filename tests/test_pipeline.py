@@ -131,6 +131,16 @@ def test_real_dataset_without_download_plans_the_download(tmp_path):
     assert planned_rules(r.stdout) == {"download": 1, "all": 1}
 
 
+@pytest.mark.parametrize("perceptual,what", [("discriminator", "release"), ("lpips_vgg", "release vgg")])
+def test_download_rule_fetches_only_what_the_config_needs(tmp_path, perceptual, what):
+    """VGG16 only for the lpips_vgg perceptual term; a failure prints the log's error part."""
+    repo = copy_repo(tmp_path, {"dataset": "car", "reconstruct": {"perceptual": perceptual}})
+    r = snakemake("all", "-n", "-p", "--cores", "1", cwd=repo)
+    cmd = next(line for line in r.stdout.splitlines() if "gan2shape download" in line)
+    assert f"--what {what} --dataset car " in cmd
+    assert "sed -n '/ERROR/,$p' logs/download.log >&2" in cmd
+
+
 def test_lint_is_clean(tmp_path):
     repo = copy_repo(tmp_path)
     r = snakemake("--lint", cwd=repo, check=False)
