@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shrinks .devcarry/ (built by ../shared/device/prepare.sh) from ~38 MiB to ~10 MiB by stripping the
+# Shrinks .devcarry/ (the device carry folder with pytorch3d, see docs/design.md "Environment") from ~38 MiB to ~10 MiB by stripping the
 # symbol tables of pytorch3d's compiled extension, so a device call can also carry a training
 # checkpoint within the 64 MiB limit. Run once after prepare.sh, from the project root.
 set -euo pipefail
