@@ -138,7 +138,7 @@ def test_download_rule_fetches_only_what_the_config_needs(tmp_path, perceptual, 
     r = snakemake("all", "-n", "-p", "--cores", "1", cwd=repo)
     cmd = next(line for line in r.stdout.splitlines() if "gan2shape download" in line)
     assert f"--what {what} --dataset car " in cmd
-    assert "sed -n '/ERROR/,$p' logs/download.log >&2" in cmd
+    assert "grep -m 1 -A 200 ' ERROR ' logs/download.log >&2" in cmd
 
 
 def test_lint_is_clean(tmp_path):

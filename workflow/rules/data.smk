@@ -49,7 +49,7 @@ if not SYNTHETIC:
         shell:
             "gan2shape download --what {params.what} --dataset {params.dataset} --dest . {params.mirror} "
             "--retries {params.retries} --timeout {params.timeout} > {log} 2>&1 "
-            "|| {{ echo 'gan2shape download failed ({log}):' >&2; sed -n '/ERROR/,$p' {log} >&2; exit 1; }}"
+            "|| {{ echo 'gan2shape download failed ({log}):' >&2; grep -m 1 -A 200 ' ERROR ' {log} >&2; exit 1; }}"
 
 
 rule invert:
