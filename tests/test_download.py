@@ -468,3 +468,61 @@ def test_local_folder_mirror_missing_file(tmp_path):
     with pytest.raises(dl.DownloadError) as e:
         dl.download_file(dl.join_url(str(tmp_path / "mirror"), "x00"), tmp_path / "out" / "x00", retries=0)
     assert e.value.status == 404 and "x00" in str(e.value) and not (tmp_path / "out" / "x00.part").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# offline / blocked: the cause and the ways out; only what is needed
+# --------------------------------------------------------------------------------------------
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"  # nothing listens there any more: connection refused
+
+
+def test_failed_download_prints_cause_and_three_ways_out(tmp_path, monkeypatch, caplog):
+    for v in PROXY_VARS:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
+    argv = ["download", "--what", "release", "--dataset", "celeba", "--dest", str(tmp_path), "--mirror",
+            _closed_port_url(), "--retries", "0", "--timeout", "2", "--backoff", "0.01", "--no-progress"]
+    with caplog.at_level(logging.ERROR, logger="gan2shape.download"):
+        assert _cli(argv) == 1
+    text = caplog.text
+    assert "failed after 0 retries" in text and "cause: ConnectionRefusedError: " in text  # the cause itself
+    # 1. mirror
+    assert "download.mirror" in text and dl.MIRROR_ENV in text
+    # 2. manual placement: archives with where they go, the layout of the dataset, how to check
+    assert f"{tmp_path / 'downloads' / 'checkpoints.tar.gz'} (= cat x00 x01 x02 x03, in this order)" in text
+    assert str(tmp_path / "checkpoints/stylegan2/stylegan2-celeba-config-e.pt") in text
+    assert str(tmp_path / "data/celeba/list_200-399.txt") in text
+    assert "--verify-only --what release --dataset celeba" in text
+    # 3. the synthetic default
+    assert "dataset: synthetic-face" in text
+    # VGG16 was not asked for, so it is neither fetched nor mentioned
+    assert "vgg16" not in text and not (tmp_path / "checkpoints").exists()
+
+
+def test_ways_out_gives_pinned_and_locked_hashes(tmp_path):
+    lock = dl.DownloadLock(tmp_path / "lock.json")
+    lock.record("data.tar.gz", "ab" * 32, 10, None)
+    text = dl.ways_out(["release", "vgg"], ["car"], tmp_path, lock=tmp_path / "lock.json")
+    vgg = dl.load_manifest()["files"]["vgg"]
+    assert f"{tmp_path / vgg['dest']}; sha256 {vgg['sha256']}" in text
+    assert f"data.tar.gz; sha256 {'ab' * 32} (from {tmp_path / 'lock.json'})" in text
+    assert "checkpoints.tar.gz (= cat x00 x01 x02 x03, in this order); sha256 not published" in text
+    assert "vgg16-397923af.pth" in text.splitlines()[2]  # the mirror must hold it too
+
+
+def test_release_placed_by_hand_is_not_fetched(server, release, tmp_path, monkeypatch):
+    """Unpacked files in the expected layout: the download verifies them and asks for nothing."""
+    for blob in (release["files"]["data.tar.gz"], release["ckpt"]):
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+            tar.extractall(tmp_path, filter="data")
+    argv = ["download", "--what", "release", "--dataset", "car", "--dest", str(tmp_path), "--mirror", server.url,
+            "--retries", "0", "--timeout", "2", "--no-progress"]
+    assert _cli(argv) == 0
+    assert server.requests == []

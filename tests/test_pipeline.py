@@ -131,6 +131,16 @@ def test_real_dataset_without_download_plans_the_download(tmp_path):
     assert planned_rules(r.stdout) == {"download": 1, "all": 1}
 
 
+@pytest.mark.parametrize("perceptual,what", [("discriminator", "release"), ("lpips_vgg", "release vgg")])
+def test_download_rule_fetches_only_what_the_config_needs(tmp_path, perceptual, what):
+    """VGG16 only for the lpips_vgg perceptual term; a failure prints the log's error part."""
+    repo = copy_repo(tmp_path, {"dataset": "car", "reconstruct": {"perceptual": perceptual}})
+    r = snakemake("all", "-n", "-p", "--cores", "1", cwd=repo)
+    cmd = next(line for line in r.stdout.splitlines() if "gan2shape download" in line)
+    assert f"--what {what} --dataset car " in cmd
+    assert "grep -m 1 -A 200 ' ERROR ' logs/download.log >&2" in cmd
+
+
 def test_lint_is_clean(tmp_path):
     repo = copy_repo(tmp_path)
     r = snakemake("--lint", cwd=repo, check=False)
@@ -245,3 +255,79 @@ def test_synthetic_benchmark_targets_plan_every_family_and_prior(tmp_path):
             assert f"results/synthetic_benchmark/{bench['name']}_{f}_{n}.{ext}" in r.stdout
     lint = snakemake("--lint", "--configfile", "config/benchmark.yaml", cwd=repo, check=False)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# the end of `make demo`: progress, report path and numbers, the reference
+# --------------------------------------------------------------------------------------------
+
+def _demo_result():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_result", REPO / "workflow/scripts/demo_result.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_make_demo_ends_with_dvc_commit_and_the_report_and_numbers():
+    r = subprocess.run(["make", "-n", "demo", "STAMP=Makefile"], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert "demo_result.py watch -- " in lines[0] and "snakemake all" in lines[0]
+    assert "OMP_NUM_THREADS=2" in lines[0]
+    assert "dvc commit --force --quiet pipeline" in lines[1]
+    assert lines[-1].endswith("demo_result.py show")
+
+
+def test_show_prints_report_headline_and_reference_comparison(tmp_path, monkeypatch, capsys):
+    dr = _demo_result()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results/reference/demo").mkdir(parents=True)
+    ref = json.loads((REPO / "results/reference/demo/metrics.json").read_text())
+    (tmp_path / "results/reference/demo/metrics.json").write_text(json.dumps(ref))
+    cur = json.loads(json.dumps(ref))
+    cur["methods"]["gan2shape-ellipsoid"]["side_mean"] *= 1.05  # 5 % off
+    (tmp_path / "results/metrics.json").write_text(json.dumps(cur))
+    (tmp_path / "results/report").mkdir()
+    (tmp_path / "results/report/index.html").write_text("<html>")
+    assert dr.main(["show"]) == 0
+    out = capsys.readouterr().out
+    assert f"Report: {tmp_path / 'results/report/index.html'}" in out
+    assert "lower is better" in out and "s per image" in out
+    assert f"{ref['methods']['constant']['side_mean']:8.3f}" in out
+    assert "DIFFERS" in out and "gan2shape-ellipsoid side_mean" in out
+    assert dr.main(["check"]) == 1
+    assert dr.main(["check", "--tolerance", "0.06"]) == 0
+    (tmp_path / "results/metrics.json").write_text(json.dumps(ref))
+    assert dr.main(["check"]) == 0
+    assert dr.compare(ref, {"methods": {"other": {"side_mean": 1}}}) == [
+        "other: missing from the current results", *[f"{n}: not in the reference" for n in sorted(ref["methods"])]]
+
+
+def test_watch_adds_an_overall_progress_line(tmp_path, monkeypatch):
+    log = tmp_path / "results/synthetic-face/logs/reconstruct/ellipsoid/face_0_00001.log"
+    log.parent.mkdir(parents=True)
+    child = ("import time, pathlib\n"
+             f"p = pathlib.Path({str(log)!r})\n"
+             "p.write_text('face_0_00001:  40%|####  | 12/30 [00:50<01:15, 4.2s/it]\\r')\n"
+             "print('1 of 4 steps (25%) done', flush=True)\n"
+             "time.sleep(1.5)\n"
+             "print('2 of 4 steps (50%) done', flush=True)\n")
+    r = subprocess.run([sys.executable, str(REPO / "workflow/scripts/demo_result.py"), "watch", "--every", "1", "--",
+                        sys.executable, "-c", child], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    progress = [line for line in r.stdout.splitlines() if line.startswith("[progress]")]
+    assert progress[0].startswith("[progress] 1/4 jobs (25%), ") and "left at the pace so far" in progress[0]
+    assert "reconstruct ellipsoid/face_0_00001 12/30 it" in progress[0]
+    assert any(p.startswith("[progress] 2/4 jobs (50%)") for p in progress)
+    assert "1 of 4 steps (25%) done" in r.stdout  # Snakemake's own lines pass through
+
+
+@pytest.mark.slow
+def test_same_seed_same_threads_same_numbers(tiny_run):
+    """A forced re-run of the reconstruction gives the same metrics bit for bit (tolerance 0 on one
+    machine with one thread count; `make check-reference` allows 2 % across machines)."""
+    first = (tiny_run / "results" / "metrics.json").read_text()
+    snakemake("all", "--cores", "1", "--resources", "gpu=1", "--forcerun", "reconstruct", cwd=tiny_run)
+    a, b = json.loads(first), json.loads((tiny_run / "results" / "metrics.json").read_text())
+    assert a["methods"] == b["methods"]

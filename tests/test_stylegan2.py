@@ -22,7 +22,7 @@ from gan2shape.gan.stylegan2 import (
     load_stylegan2, make_kernel, save_latent, save_stylegan2, upfirdn2d,
 )
 
-# copies of ../shared/spec/keys (the official state_dict key lists), kept in the repo
+# the official checkpoints' state_dict key lists (names and shapes), kept in the repo
 SPEC_KEYS = Path(__file__).parent / "data" / "keys"
 KEY_FILES = sorted(glob.glob(str(SPEC_KEYS / "stylegan2-[GD]-*.json")))
 

@@ -23,15 +23,23 @@ rule synthesize:
         "--out data/synthetic/test > {log} 2>&1"
 
 
+# What the configuration needs: the release always; torchvision's VGG16 only for the lpips_vgg
+# perceptual term (reconstruct or invert). On failure the cause and the ways out (mirror, files placed
+# by hand with their expected paths and hashes, the synthetic default) are printed, not only logged.
+DOWNLOAD_WHAT = ["release"] + (
+    ["vgg"] if "lpips_vgg" in (config["reconstruct"]["perceptual"], config["invert"]["perceptual"]) else []
+)
+
 if not SYNTHETIC:
 
     rule download:
-        """Fetch and verify the official GAN2Shape release (and VGG16 for LPIPS) for a real dataset."""
+        """Fetch and verify the official GAN2Shape release (and VGG16 when lpips_vgg is used) for a real dataset."""
         conda:
             ENV
         output:
             lst=LIST,
         params:
+            what=" ".join(DOWNLOAD_WHAT),
             dataset=DS,
             mirror=f"--mirror {config['download']['mirror']}" if config["download"]["mirror"] else "",
             retries=config["download"]["retries"],
@@ -39,8 +47,9 @@ if not SYNTHETIC:
         log:
             "logs/download.log",
         shell:
-            "gan2shape download --what release vgg --dataset {params.dataset} --dest . {params.mirror} "
-            "--retries {params.retries} --timeout {params.timeout} > {log} 2>&1"
+            "gan2shape download --what {params.what} --dataset {params.dataset} --dest . {params.mirror} "
+            "--retries {params.retries} --timeout {params.timeout} > {log} 2>&1 "
+            "|| {{ echo 'gan2shape download failed ({log}):' >&2; grep -m 1 -A 200 ' ERROR ' {log} >&2; exit 1; }}"
 
 
 rule invert:

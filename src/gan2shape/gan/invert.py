@@ -1,4 +1,4 @@
-"""GAN inversion: find the StyleGAN2 latent of a new image (ARTEFACTS §1.1, METHOD §6.4).
+"""GAN inversion: find the StyleGAN2 latent of a new image (METHOD §6.4).
 
 GAN2Shape needs, for every input image, a latent ``w`` with ``G(w) ≈ image``; it re-generates
 ``G(w)`` with the generator's *stored* noise buffers, so the projector here optimises only the

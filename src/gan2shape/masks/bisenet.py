@@ -1,6 +1,6 @@
 """BiSeNet face parser (CelebAMask-HQ, 19 classes), state_dict-compatible with ``bisenet.pth``.
 
-METHOD §7 / ARTEFACTS §1.4: a ResNet-18 context path (features at /8, /16, /32), attention
+METHOD §7: a ResNet-18 context path (features at /8, /16, /32), attention
 refinement modules on /16 and /32, a global-context branch, a feature fusion module and three
 output heads (main + two auxiliary), each upsampled bilinearly (``align_corners=True``) to the
 input size. The spatial path of the paper is not used: the /8 ResNet feature takes its place.

@@ -1,6 +1,6 @@
 """PSPNet-50 (hszhao/semseg layout), state_dict-compatible with ``pspnet_voc.pth`` / ``pspnet_ade20k.pth``.
 
-METHOD §7 / ARTEFACTS §1.5: a deep-stem ResNet-50 (three 3×3 convs 3→64→64→128, max-pool), its
+METHOD §7: a deep-stem ResNet-50 (three 3×3 convs 3→64→64→128, max-pool), its
 layer3/layer4 dilated by 2/4 instead of strided (output stride 8), a pyramid pooling module with
 bins (1, 2, 3, 6) (each 2048→512, upsampled ``align_corners=True``, concatenated to 4096 ch), a
 3×3 head 4096→512 + Dropout2d(0.1) + 1×1 classifier, and ×``zoom_factor`` bilinear upsampling
