@@ -1,4 +1,4 @@
-"""Benchmark: sequential Trainer iterations vs BatchedTrainer (K images' independent models in one
+"""Benchmark: one image's Trainer iterations vs K independent models in one batch (the same loop; K images' models in one
 batch), per step, in one run. Prints ms per image-iteration and the speed-up; writes JSON to
 $OUT/bench_batched.json when $OUT is set (the device tool's output folder), or to --json.
 
@@ -27,12 +27,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gan2shape.method.batched import BatchedTrainer, _BatchState  # noqa: E402
 from gan2shape.data import load_image, load_mask  # noqa: E402
 from gan2shape.method.losses import PerceptualLoss  # noqa: E402
-from gan2shape.method.sampling import ProjectionPool, ViewLightDistribution  # noqa: E402
+from gan2shape.method.sampling import ViewLightDistribution  # noqa: E402
 from gan2shape.gan.stylegan2 import load_stylegan2  # noqa: E402
-from gan2shape.method.trainer import GAN2Shape, Phase, Target, TargetState, Trainer, preset  # noqa: E402
+from gan2shape.method.config import preset  # noqa: E402
+from gan2shape.method.model import GAN2Shape, Target  # noqa: E402
+from gan2shape.method.trainer import Phase, Trainer  # noqa: E402
 
 STEPS = (1, 2, 3)
 
@@ -84,41 +85,30 @@ def load_targets(model: GAN2Shape, args, k: int) -> list[Target]:
     return out
 
 
-def time_sequential(model: GAN2Shape, target: Target, args) -> dict[int, float]:
-    """Seconds per iteration of each step for one image (the sequential trainer's cost per image)."""
-    tr = Trainer(model)
+def time_group(model: GAN2Shape, targets: list[Target], args, fast: bool = False) -> dict[int, float]:
+    """Seconds per iteration of each step for a group: one image, or K independent models in one batch."""
+    tr = Trainer(model, fast=fast)
     tr.reset()
-    target = replace(target)
-    target.gan_image = model.gan_image(target)
-    st = TargetState(pool=ProjectionPool(model.device))
-    gen = torch.Generator().manual_seed(0)
+    group = tr.group([replace(t) for t in targets], independent=len(targets) > 1)
     out = {}
-    for step in STEPS:
-        opts = tr._optimizers(step, None)
-        phase = Phase(0, 0, step, 1, flip=step == 3)
-        out[step] = median_seconds(lambda: tr._iteration(phase, [target], [st], opts, gen), args.device,
-                                   args.iters, args.warmup)
-        if step == 2:
-            tr._collect([target], [st], gen)
+    with tr.precision():
+        for step in STEPS:
+            opts = tr.optimizers(step, group, None)
+            phase = Phase(0, 0, step, 1, flip=step == 3)
+            out[step] = median_seconds(lambda: tr.iteration(phase, group, opts), args.device, args.iters, args.warmup)
+            if step == 2:
+                tr.collect(group)
     return out
+
+
+def time_sequential(model: GAN2Shape, target: Target, args) -> dict[int, float]:
+    """Seconds per iteration of each step for one image (the sequential cost per image)."""
+    return time_group(model, [target], args)
 
 
 def time_batched(model: GAN2Shape, targets: list[Target], args, fast: bool) -> dict[int, float]:
     """Seconds per iteration of each step for K images in one batch."""
-    bt = BatchedTrainer(model, fast=fast)
-    target, targets = bt.prepare(targets)
-    st = _BatchState(names=[t.name for t in targets], pools=[ProjectionPool(model.device) for _ in targets])
-    gens = [torch.Generator().manual_seed(0) for _ in targets]
-    out = {}
-    with bt._precision():
-        for step in STEPS:
-            opts = bt._optimizers(step, None, bt.stacked)
-            phase = Phase(0, 0, step, 1, flip=step == 3)
-            out[step] = median_seconds(lambda: bt.iteration(phase, target, st, opts, gens), args.device,
-                                       args.iters, args.warmup)
-            if step == 2:
-                bt.collect(target, st, gens)
-    return out
+    return time_group(model, targets, args, fast)
 
 
 def main() -> None:

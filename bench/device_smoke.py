@@ -63,7 +63,9 @@ def main() -> None:
     from gan2shape.method.losses import PerceptualLoss
     from gan2shape.method.priors import make_prior
     from gan2shape.method.sampling import ViewLightDistribution
-    from gan2shape.method.trainer import GAN2Shape, Stage, Target, Trainer, preset
+    from gan2shape.method.config import Stage, preset
+    from gan2shape.method.model import GAN2Shape, Target
+    from gan2shape.method.trainer import Trainer
     from gan2shape.utils import resize
     g, d = tr.g_ema, tr.d.eval()
     vl = ViewLightDistribution.from_moments(torch.zeros(6), torch.eye(6) * 0.03, torch.zeros(4), torch.eye(4) * 0.03)

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from gan2shape.cli import build_parser
 from gan2shape.io import safe_torch_load
-from gan2shape.method.trainer import NET_NAMES, ProjectionPool, TargetState
+from gan2shape.method.config import NET_NAMES
+from gan2shape.method.group import TargetState
 from gan2shape.stages.common import build_model, load_target, method_config
 
 
@@ -35,9 +36,9 @@ def main() -> None:
     target = load_target("target", args.image[0], args.latent[0], cfg, model.G.style_dim, prior=args.prior[0],
                          gt_depth=args.gt_depth[0], gt_encoding=args.gt_encoding)
     saved = safe_torch_load(a.checkpoint)
-    model.load_nets_state(saved, source=a.checkpoint)
+    model.load_state_dict(saved["model"])
     start = {k: v.clone() for k, v in model.nets["netD"].state_dict().items()}
-    state = TargetState(pool=ProjectionPool(model.device))
+    state = TargetState.new(model.device)
     state.load_state_dict(saved["targets"][0])
     target.gan_image = model.gan_image(target)
     proj, pmask = state.pool.images[:cfg.batchsize], state.pool.masks[:cfg.batchsize]

@@ -33,7 +33,8 @@ from .fetch import (DEFAULT_CACHE, DEFAULT_LOCK, MIRROR_ENV, VGG_URL_ENV, Archiv
                     DownloadError, DownloadLock, LayoutError, _check_hash, datasets, download_file, join_url,
                     load_manifest, sha256_file)
 from .layout import verify_layout
-from .release import _concatenate, check_archive, extract_archive, fetch_release, fetch_vgg
+from .release import _concatenate  # noqa: F401 (re-exported for the tests)
+from .release import check_archive, extract_archive, fetch_release, fetch_vgg
 
 log = logging.getLogger("gan2shape.download")
 
