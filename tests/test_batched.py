@@ -153,7 +153,7 @@ def test_cli_independent_writes_each_images_outputs(tmp_path):
     for name in ("img0", "img1"):
         d = out / name
         for f in ("depth.npy", "recon_depth.npy", "albedo.npy", "albedo.png", "recon.png", "depth.png",
-                  "normal.png", "view.json", "light.json", "metrics.json", "log.json", "model.pth"):
+                  "normal.png", "view.json", "light.json", "metrics.json", "log.json", "model.pth", "config.json"):
             assert (d / f).exists(), (name, f)
         depths.append(np.load(d / "depth.npy"))
         assert depths[-1].shape == (32, 32) and 0.9 <= depths[-1].min() <= depths[-1].max() <= 1.1
@@ -164,6 +164,10 @@ def test_cli_independent_writes_each_images_outputs(tmp_path):
         sd = torch.load(d / "model.pth", weights_only=True)
         assert set(sd) == set(NET_NAMES) and sd["netD"]["network.0.weight"].dim() == 4  # one image's nets
         assert len(json.loads((d / "view.json").read_text())["view_raw"]) == 6
+        cfg = json.loads((d / "config.json").read_text())  # the resolved configuration of the run
+        assert cfg["command"] == "reconstruct" and cfg["flags"]["independent"] is True
+        assert cfg["method"]["batchsize"] == 2 and cfg["method"]["schedule"][0] == {
+            "n1": 2, "n2": 2, "n3": 2, "flip1": False, "flip3": False, "rounds": 1}
     assert not np.allclose(depths[0], depths[1])
     # the same loop checkpoints independent models: interrupted after 5 iterations, resumed, equal
     out2, ck = tmp_path / "out2", tmp_path / "ck.pth"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import disc_mask, tiny_gan, viewlight
-from gan2shape.cli import main
+
+from gan2shape.cli import build_parser, main
 from gan2shape.data import save_png
 from gan2shape.gan.stylegan2 import save_latent, save_stylegan2
 
@@ -169,3 +170,38 @@ def test_optimiser_flags_reach_the_method_config(world):
     assert (cfg.lr, cfg.weight_decay) == (1e-4, 5e-4)  # the original's Adam
     cfg = method_config(build_parser().parse_args(base + ["--lr", "2e-5", "--weight-decay", "0"]))
     assert (cfg.lr, cfg.weight_decay) == (2e-5, 0.0)
+
+
+def test_cli_defaults_equal_the_params_defaults():
+    """One source of defaults: where params.yaml sets a value a stage command also defaults, they agree
+    (the method constants through MethodConfig, which the presets start from)."""
+    import yaml
+
+    from gan2shape.method.config import MethodConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    sub = build_parser()._subparsers._group_actions[0].choices
+
+    def default(cmd, dest):
+        return next(a.default for a in sub[cmd]._actions if a.dest == dest)
+
+    pairs = {
+        ("reconstruct", "perceptual"): default("reconstruct", "perceptual"),
+        ("reconstruct", "checkpoint_every"): default("reconstruct", "checkpoint_every"),
+        ("reconstruct", "step3_pool"): MethodConfig().step3_pool,
+        ("reconstruct", "optimizers"): MethodConfig().optimizers,
+        ("reconstruct", "optimizer"): MethodConfig().optimizer,
+        ("reconstruct", "raster_bin_size"): MethodConfig().raster_bin_size,
+        ("segment", "confidence"): default("segment-real", "confidence"),
+        ("segment", "faithful"): default("segment-real", "faithful"),
+        ("invert", "space"): default("invert", "space"),
+        ("invert", "perceptual"): default("invert", "perceptual"),
+        ("download", "retries"): default("download", "retries"),
+        ("download", "timeout"): default("download", "timeout"),
+        ("train_gan", "r1"): default("train-gan", "r1"),
+        ("train_gan", "pool"): default("train-gan", "pool"),
+    }
+    differ = {f"{s}.{k}": (params[s][k], v) for (s, k), v in pairs.items() if params[s][k] != v}
+    assert not differ, f"params.yaml vs CLI default: {differ}"
+    assert params["seed"] == MethodConfig().seed

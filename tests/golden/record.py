@@ -66,6 +66,8 @@ def runs() -> dict[str, np.ndarray]:
     from gan2shape.method.trainer import Trainer
 
     out = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # CPU reductions (and so the runs) depend on the thread count
 
     def keep(name, res):
         for k in KEYS:
@@ -83,6 +85,7 @@ def runs() -> dict[str, np.ndarray]:
     model, ts = world([0, 1, 2], schedule=[])
     gcfg = GeneralizedConfig(epochs=1, batch_size=2, stage=(1, 1, 1), init_epochs=0, prior_epochs=2, save_every=1)
     keep("generalized", fit_generalized(Trainer(model, log_every=1), ts, gcfg))
+    torch.set_num_threads(threads)
     return out
 
 

@@ -175,7 +175,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lock", type=Path, help=f"lock file of hashes (default: DEST/{DEFAULT_LOCK})")
     p.add_argument("--cache-dir", type=Path, help=f"where archives are downloaded (default: DEST/{DEFAULT_CACHE})")
     p.add_argument("--retries", type=int, default=3, help="retries per file on transient errors")
-    p.add_argument("--timeout", type=float, default=30, help="socket timeout in seconds")
+    p.add_argument("--timeout", type=float, default=60, help="socket timeout in seconds")
     p.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles)")
     p.add_argument("--verify-only", action="store_true", help="no network: check files, hashes and layout")
     p.add_argument("--keep-parts", action="store_true", help="keep x00..x03 after concatenation")

@@ -35,7 +35,7 @@ class GANConfig:
     channel_max: int = 128
     batch: int = 32
     lr: float = 0.002
-    r1: float = 1.0               # R1 weight γ (loss γ/2·‖∇D‖², applied lazily)
+    r1: float = 0.5               # R1 weight γ (loss γ/2·‖∇D‖², applied lazily; the committed GAN's value)
     d_reg_every: int = 16
     mixing: float = 0.9           # style-mixing probability
     ema_kimg: float = 10.0        # EMA half-life in thousands of images
@@ -332,7 +332,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out-dir", required=True, type=Path, help="training folder (resumes from its checkpoint.pt)")
     p.add_argument("--images", type=Path, help="folder of training images (default: synthetic renders)")
     p.add_argument("--families", nargs="+", default=["face", "box"], help="synthetic families to render")
-    p.add_argument("--pool", type=int, default=0, help="pre-render this many synthetic images and sample from them")
+    p.add_argument("--pool", type=int, default=24000, help="pre-render this many synthetic images and sample from them (0: a fresh render every step)")
     p.add_argument("--steps", type=int, required=True, help="total iterations to reach")
     p.add_argument("--max-seconds", type=float, help="stop (and checkpoint) after this long in this call")
     p.add_argument("--export", type=Path, help="also write g_ema + d + args to this file")

@@ -57,8 +57,22 @@ class Group:
         self.states = list(states)
         self.gens = list(gens)
         self.independent = independent
-        self.target = targets[0] if len(targets) == 1 else stack_targets(targets)
         self.names = [t.name for t in targets]
+        self._target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        """The K targets stacked (built on first use: joint pre-training only ever trains subgroups)."""
+        if self._target is None:
+            self._target = self.targets[0] if len(self.targets) == 1 else stack_targets(self.targets)
+        return self._target
+
+    def prediction_target(self) -> Target:
+        """The K targets stacked for the final predictions, which need no prior (joint pre-training
+        gives a prior to the first image only)."""
+        if len(self.targets) == 1 or all(t.prior is not None for t in self.targets):
+            return self.target
+        return stack_targets([replace(t, prior=None) for t in self.targets])
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -240,7 +240,7 @@ class Trainer:
     @torch.no_grad()
     def predict(self, group: Group) -> dict:
         """Final per-image predictions (step-1 forward without flip)."""
-        out = group.model.step1(group.target, flip=False, per_image=True)
+        out = group.model.step1(group.prediction_target(), flip=False, per_image=True)
         return {"depth": out.depth, "recon_depth": out.recon_depth, "albedo": out.albedo, "normals": out.normals,
                 "recon": out.recon, "view": out.view, "light": out.light,
                 "metrics": out.image_metrics or [None] * len(group)}

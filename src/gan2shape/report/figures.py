@@ -192,7 +192,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     """Figures, GIFs, meshes and run.json of one reconstruction."""
     crop = args.crop
     if crop is None and args.preset:  # the preset's crop, as in `gan2shape reconstruct --preset`
-        from ..method.trainer import preset
+        from ..method.config import preset
 
         crop = preset(args.preset).crop
     files = write_image_outputs(args.result_dir, args.image, args.out_dir, args.image_size, args.device,

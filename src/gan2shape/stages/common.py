@@ -260,18 +260,34 @@ def load_scene(path: Path):
         raise SystemExit(f"{path}: not a synthetic scene record ({type(e).__name__}: {e})")
 
 
-def write_result(result, index: int, out: Path, renderer=None, save_model: dict | None = None) -> None:
-    """Write one image's depth, albedo, view, light, metrics and previews into the folder ``out``
-    (all or nothing: through a temporary folder renamed into place)."""
+def resolved_config(args: argparse.Namespace, cfg) -> dict:
+    """The configuration a run actually used: the resolved method config and every flag."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
+
+    flags = {k: plain(v) for k, v in sorted(vars(args).items()) if k != "func"}
+    return {"command": getattr(args, "command", None), "method": cfg.to_dict(), "flags": flags}
+
+
+def write_result(result, index: int, out: Path, renderer=None, save_model: dict | None = None,
+                 config: dict | None = None) -> None:
+    """Write one image's depth, albedo, view, light, metrics, previews and the run's resolved
+    ``config.json`` into the folder ``out`` (all or nothing: through a temporary folder renamed
+    into place)."""
     from ..io import atomic_dir
 
     with atomic_dir(out) as tmp:
-        _write_result_files(result, index, tmp, save_model)
+        _write_result_files(result, index, tmp, save_model, config)
 
 
-def _write_result_files(result, i: int, out: Path, save_model: dict | None) -> None:
+def _write_result_files(result, i: int, out: Path, save_model: dict | None, config: dict | None) -> None:
     from ..data import save_json, save_npy, save_png
     from ..method.renderer import light_to_physical, view_to_physical
+
+    if config is not None:
+        save_json(config, out / "config.json")
 
     depth, recon_depth = result.depth[i], result.recon_depth[i]
     save_npy(depth, out / "depth.npy")

@@ -70,6 +70,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
            for k in nets}
     atomic_torch_save({**out, "iteration": result.iterations, "config": cfg.to_dict(),
                        "names": [t.name for t in targets], "seconds": result.seconds}, args.out)
+    from ..data import save_json
+    from .common import resolved_config
+    save_json(resolved_config(args, cfg), args.out.with_name(args.out.stem + ".config.json"))
     if args.log is not None:
         from ..data import save_json
         save_json(result.log, args.log)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 from .common import (add_method_flags, add_model_flags, build_model, check_input, check_model_args, check_output_dir,
-                     check_output_file, load_scene, load_target, method_config, nonneg_int, positive_int, write_result)
+                     check_output_file, load_scene, load_target, method_config, nonneg_int, positive_int, resolved_config,
+                     write_result)
 
 log = logging.getLogger("gan2shape")
 
@@ -53,12 +54,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if result.interrupted:
         log.warning("stopped after %d iterations; checkpoint %s", result.iterations, args.checkpoint)
         return 3
+    config = resolved_config(args, cfg)
     for i, t in enumerate(targets):
         if args.independent:  # each image's outputs as its own run writes them
-            write_result(result.image(i), 0, args.out / t.name,
+            write_result(result.image(i), 0, args.out / t.name, config=config,
                          save_model=result.states[i] if args.save_model else None)
         else:
-            write_result(result, i, args.out if n == 1 else args.out / t.name,
+            write_result(result, i, args.out if n == 1 else args.out / t.name, config=config,
                          save_model=model.nets_state() if args.save_model else None)
     if args.checkpoint is not None and not args.keep_checkpoint:
         args.checkpoint.unlink(missing_ok=True)  # only needed to resume an unfinished run
@@ -103,7 +105,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
     r.add_argument("--checkpoint-every", type=positive_int, default=200,
-                   help="iterations between checkpoints (params.yaml reconstruct.checkpoint_every)")
+                   help="iterations between checkpoints")
     r.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
     r.add_argument("--stop-after", type=nonneg_int, help=argparse.SUPPRESS)
     r.add_argument("--log-every", type=positive_int, default=50)
