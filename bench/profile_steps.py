@@ -25,10 +25,17 @@ from torch.profiler import ProfilerActivity, profile, record_function
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gan2shape.gan.stylegan2 import Discriminator, Generator  # noqa: E402
-from gan2shape.method.losses import PerceptualLoss  # noqa: E402
-from gan2shape.method.sampling import ProjectionPool, ViewLightDistribution  # noqa: E402
-from gan2shape.method.trainer import GAN2Shape, Phase, Target, TargetState, Trainer, preset  # noqa: E402
+from gan2shape.gan.stylegan2 import Discriminator, Generator
+from gan2shape.method.losses import PerceptualLoss
+from gan2shape.method.sampling import ProjectionPool, ViewLightDistribution
+from gan2shape.method.trainer import (
+    GAN2Shape,
+    Phase,
+    Target,
+    TargetState,
+    Trainer,
+    preset,
+)
 
 # kernel name → category (first match wins)
 CATEGORIES = [
