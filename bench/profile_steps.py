@@ -111,7 +111,7 @@ def main() -> None:
         opts = tr._optimizers(step, None)
         phase = Phase(0, 0, step, 1, flip=step == 3)
 
-        def it():
+        def it(phase=phase, opts=opts):
             tr._iteration(phase, [target], [st], opts, gen)
         ts = []
         for i in range(3 if dry else 7):
