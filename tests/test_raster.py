@@ -55,7 +55,7 @@ def _coarse(fv, B, F_, H, bin_size, max_faces_per_bin):
 
 def test_default_settings_and_heuristic():
     assert [default_bin_size(h) for h in (64, 65, 128, 256, 512, 1024)] == [8, 16, 16, 16, 32, 64]
-    assert bin_settings(256, 32258) == (16, 32258)  # faces per mesh: never overflows
+    assert bin_settings(256, 32258) == (16, None)  # None: the fullest bin, counted per call
     assert bin_settings(256, 32258, 32, 5000) == (32, 5000)
     assert bin_settings(256, 32258, 0, 2000) == (0, None)
     with pytest.raises(ValueError, match="bins per side"):
@@ -64,7 +64,7 @@ def test_default_settings_and_heuristic():
 
 def test_binned_lists_complete_and_equal_naive_on_rough_rotated_depth():
     """On a rough, rotated depth mesh, (a) the face count per bin equals pytorch3d's coarse pass,
-    (b) with the default settings every face that the naive rasteriser sees at a pixel is in that
+    (b) with max_faces_per_bin = the fullest bin (the default) every face that the naive rasteriser sees at a pixel is in that
     pixel's bin list, so the binned fine pass (nearest face of the list) equals naive."""
     S, B, bs = 24, 4, 8
     H = 2 * S
@@ -74,8 +74,7 @@ def test_binned_lists_complete_and_equal_naive_on_rough_rotated_depth():
     F_ = faces.shape[0]
     fv = _ndc_face_verts(verts, faces, K2, H)
     cnt = faces_per_bin(fv, F_, H, bs)
-    _, M = bin_settings(H, F_, bs)
-    lists = _coarse(fv, B, F_, H, bs, M)
+    lists = _coarse(fv, B, F_, H, bs, int(cnt.max()))
     assert torch.equal(cnt, (lists >= 0).sum(-1).long())
     assert cnt.max() > 4 * 2 * (bs // 2) ** 2  # 4× a flat grid's faces per bin: rough, crowded bins
     p2f, _, _ = rasterize_native(verts, faces, K2, H, bin_size=bs)  # CPU: naive
@@ -127,8 +126,8 @@ def test_unrotated_grid_count_is_an_upper_bound():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_binned_equals_naive_128px_rough():
-    """128 px, depth + N(0, 0.05), 16 views over ±60° yaw: binned (default settings) == naive; the
-    old 16 / 2000 settings overflow there and now raise."""
+    """128 px, depth + N(0, 0.05), 16 views over ±60° yaw: binned (default: counted; and the
+    sync-free faces-per-mesh bound) == naive; a max_faces_per_bin below the fullest bin raises."""
     S = 128
     depth, view = _rough_views(S, 16, 0.05)
     depth, view = depth.cuda(), view.cuda()
@@ -136,6 +135,8 @@ def test_cuda_binned_equals_naive_128px_rough():
     binned = Renderer(S, bin_size=None).cuda().warp_canon_depth(depth, view)
     assert (naive < Renderer(S).depth_hi).float().mean() > 0.3
     assert (binned - naive).abs().max().item() < 1e-4
+    bound = Renderer(S, bin_size=16, max_faces_per_bin=2 * (S - 1) ** 2).cuda().warp_canon_depth(depth, view)
+    assert (bound - naive).abs().max().item() < 1e-4
     with pytest.raises(BinOverflowError):
-        Renderer(S, bin_size=16, max_faces_per_bin=2000).cuda().warp_canon_depth(depth, view)
+        Renderer(S, bin_size=16, max_faces_per_bin=1000).cuda().warp_canon_depth(depth, view)
     assert math.isfinite(binned.sum().item())
