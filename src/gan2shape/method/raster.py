@@ -4,12 +4,95 @@ in screen tiles (any device; on the CPU ~40× faster than pytorch3d's naive rast
 Both return, per sample of an ``H×H`` raster seen by an OpenCV pinhole camera ``K`` at the origin,
 the index of the nearest face (into ``faces``, −1 where nothing is hit), its camera z and its
 perspective-correct barycentric weights.
+
+Binning without overflow. pytorch3d's coarse pass (CUDA) files every face into each
+``bin_size``² screen bin that its bounding box overlaps, keeping at most ``max_faces_per_bin``
+faces per (mesh, bin); when a bin overflows it drops the rest of the faces, prints "Bin size was
+too small in the coarse rasterization phase…" from the GPU (a device ``printf``, which Python cannot
+catch) and returns wrong faces. Here, by default, every call counts the faces of each bin
+(:func:`faces_per_bin`, pytorch3d's own bin test, never below its count) and passes the fullest
+bin as ``max_faces_per_bin``: no overflow, and the fine pass (which loops over all
+``max_faces_per_bin`` slots of a bin) stays as fast as with a hand-tuned value; the count costs
+one host sync. A fixed ``max_faces_per_bin`` avoids the sync: ``faces per mesh`` can never
+overflow (a bin of mesh ``b`` only holds faces of mesh ``b``) but is ~4× slower at 128 px; a
+smaller value is checked by the same count and raises :class:`BinOverflowError` if it overflows.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+# pytorch3d's limit on bins per image side (kMaxItemsPerBin / kMaxFacesPerBin)
+MAX_BINS_PER_SIDE = 22
+
+
+class BinOverflowError(RuntimeError):
+    """A coarse-rasterisation bin would hold more faces than ``max_faces_per_bin``."""
+
+
+def default_bin_size(image_size: int) -> int:
+    """pytorch3d's bin size heuristic: 8 up to 64 px, else 2^max(⌈log2 H⌉ − 4, 4)."""
+    if image_size <= 64:
+        return 8
+    return int(2 ** max((image_size - 1).bit_length() - 4, 4))
+
+
+def faces_per_bin(face_verts: Tensor, num_faces: int, image_size: int, bin_size: int) -> Tensor:
+    """Faces that pytorch3d's coarse pass files into each bin: ``N×BH×BW`` (int64).
+
+    ``face_verts`` (``N·num_faces×3×3``, packed, pytorch3d NDC: x, y in [−1, 1]) of ``N`` meshes of
+    ``num_faces`` faces each, square ``image_size``. Bin ``k`` spans NDC [−1 + k·w, −1 + (k+1)·w],
+    w = 2·bin_size/H, and holds a face iff bbox_min ≤ bin_max and bin_min < bbox_max (pytorch3d's
+    test). Never below pytorch3d's count: faces with a vertex behind the camera (which it skips)
+    are counted, and so are faces whose box touches a bin edge to within 5e-7 (float32 rounding of
+    the edges; e.g. an unrotated grid, whose vertices lie on the edges), in both bins.
+    """
+    H, bs = int(image_size), int(bin_size)
+    nb = 1 + (H - 1) // bs
+    w = 2.0 * bs / H
+    fv = face_verts.detach().double()
+    eps = 5e-7
+    lo, hi = fv[..., :2].amin(1) - eps, fv[..., :2].amax(1) + eps  # F×2 (x, y)
+    k_lo = torch.ceil((lo + 1) / w - 1).long()
+    k_hi = torch.ceil((hi + 1) / w).long() - 1
+    hit = ((k_lo <= k_hi) & (k_hi >= 0) & (k_lo < nb)).all(-1).long()
+    k_lo, k_hi = k_lo.clamp(0, nb - 1), k_hi.clamp(0, nb - 1) + 1
+    n = torch.arange(fv.shape[0], device=fv.device) // num_faces
+    # 2-D difference array over (mesh, y bin, x bin), then prefix sums
+    diff = torch.zeros(fv.shape[0] // num_faces, nb + 1, nb + 1, dtype=torch.long, device=fv.device)
+    for ky, kx, sign in ((k_lo[:, 1], k_lo[:, 0], 1), (k_lo[:, 1], k_hi[:, 0], -1),
+                         (k_hi[:, 1], k_lo[:, 0], -1), (k_hi[:, 1], k_hi[:, 0], 1)):
+        diff.index_put_((n, ky, kx), sign * hit, accumulate=True)
+    return diff.cumsum(1).cumsum(2)[:, :nb, :nb]
+
+
+def bin_settings(image_size: int, num_faces: int, bin_size: int | None = None,
+                 max_faces_per_bin: int | None = None) -> tuple[int, int | None]:
+    """(bin_size, max_faces_per_bin): naive (0, None) when ``bin_size == 0``; otherwise
+    ``bin_size`` (None: pytorch3d's heuristic) and ``max_faces_per_bin`` (None: count per call)."""
+    if bin_size == 0:
+        return 0, None
+    bs = default_bin_size(image_size) if bin_size is None else int(bin_size)
+    if 1 + (image_size - 1) // bs >= MAX_BINS_PER_SIDE:
+        raise ValueError(f"bin_size {bs} gives more than {MAX_BINS_PER_SIDE - 1} bins per side "
+                         f"at {image_size} px (pytorch3d's limit); use a larger bin or 0 (naive)")
+    return bs, None if max_faces_per_bin is None else int(max_faces_per_bin)
+
+
+def check_bins(face_verts: Tensor, num_faces: int, image_size: int, bin_size: int,
+               max_faces_per_bin: int) -> None:
+    """Raise :class:`BinOverflowError` where pytorch3d's coarse pass would overflow (and print
+    "Bin size was too small…"). Free when ``max_faces_per_bin ≥ num_faces``; else one host sync."""
+    if bin_size == 0 or max_faces_per_bin >= num_faces:
+        return
+    most = int(faces_per_bin(face_verts, num_faces, image_size, bin_size).max())
+    if most > max_faces_per_bin:
+        raise BinOverflowError(
+            f"coarse rasterisation overflow: a {bin_size}-px bin of a {image_size}-px raster holds "
+            f"{most} faces > max_faces_per_bin={max_faces_per_bin}; pytorch3d would drop faces "
+            f"('Bin size was too small in the coarse rasterization phase') and return wrong depth. "
+            f"Use max_faces_per_bin=None (= faces per mesh, {num_faces}, never overflows) or bin_size=0 (naive).")
 
 
 def raster_settings(image_size: int, bin_size, max_faces_per_bin=None):
@@ -30,19 +113,40 @@ def opencv_cameras(K: Tensor, n: int, image_size: int):
         image_size=torch.tensor([[image_size, image_size]], device=dev).expand(n, 2))
 
 
-def rasterize_native(verts: Tensor, faces: Tensor, K: Tensor, H: int):
-    """Whole-mesh pytorch3d rasterisation: (face index ``B×H×H`` into ``faces`` or −1, zbuf, bary)."""
+def rasterize_native(verts: Tensor, faces: Tensor, K: Tensor, H: int, bin_size: int | None = None,
+                     max_faces_per_bin: int | None = None):
+    """Whole-mesh pytorch3d rasterisation of ``B`` meshes (``verts`` ``B×V×3``, shared ``faces``):
+    (face index ``B×H×H`` into ``faces`` or −1, zbuf, bary).
+
+    Settings from :func:`bin_settings` (by default binned, ``max_faces_per_bin`` = the fullest
+    bin, counted on CUDA); a fixed ``max_faces_per_bin`` below ``faces`` is checked with
+    :func:`check_bins` on every device, so settings that would overflow on CUDA fail on the CPU
+    too, where the rasterisation itself is naive (pytorch3d has no binned CPU rasteriser). No
+    z-clipping or frustum culling, so pytorch3d sees exactly ``faces``.
+    """
     from pytorch3d.renderer import MeshRasterizer
+    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
     from pytorch3d.structures import Meshes
 
     B, F_ = verts.shape[0], faces.shape[0]
-    bin_size = 0 if verts.device.type == "cpu" else None
-    settings = raster_settings(H, bin_size, None if bin_size == 0 else F_)
-    frag = MeshRasterizer(cameras=opencv_cameras(K, B, H), raster_settings=settings)(
+    bs, M = bin_settings(H, F_, bin_size, max_faces_per_bin)
+    meshes = MeshRasterizer(cameras=opencv_cameras(K, B, H)).transform(
         Meshes(verts=verts, faces=faces.expand(B, -1, -1)))
-    p2f = frag.pix_to_face[..., 0]
+    if verts.device.type != "cuda" and M is None:
+        bs = 0
+    if bs and M is None:
+        M = max(int(faces_per_bin(meshes.verts_packed()[meshes.faces_packed()], F_, H, bs).max()), 1)
+    elif bs and M < F_:
+        check_bins(meshes.verts_packed()[meshes.faces_packed()], F_, H, bs, M)
+    if verts.device.type != "cuda":
+        bs, M = 0, None
+    p2f, zbuf, bary, _ = rasterize_meshes(
+        meshes, image_size=H, blur_radius=0.0, faces_per_pixel=1, bin_size=bs, max_faces_per_bin=M,
+        perspective_correct=True, clip_barycentric_coords=False, cull_backfaces=False,
+        z_clip_value=None, cull_to_frustum=False)
+    p2f = p2f[..., 0]
     p2f = torch.where(p2f >= 0, p2f - torch.arange(B, device=p2f.device).view(B, 1, 1) * F_, p2f)
-    return p2f, frag.zbuf[..., 0], frag.bary_coords[..., 0, :]
+    return p2f, zbuf[..., 0], bary[..., 0, :]
 
 
 def rasterize_tiled(verts: Tensor, faces: Tensor, K: Tensor, H: int, tile: int = 16,

@@ -22,9 +22,11 @@ identity view reproduces every pixel. Colour rendering (``render_mesh_colors``) 
 sub-sample positions and blends with the background in both modes (ordinary anti-aliasing).
 
 Other notes:
-* ``bin_size=0`` (naive rasterisation, the spec's recipe) is the default. On CUDA at 128 px,
-  ``Renderer(S, bin_size=16, max_faces_per_bin=2000)`` gave identical depth maps ~10× faster
-  (H200: B=16 warp_canon_depth 171 ms naive vs 10 ms); pytorch3d only warns if a bin overflows.
+* ``bin_size=0`` (naive rasterisation, the spec's recipe) is the default. On CUDA,
+  ``bin_size=None`` (pytorch3d's heuristic, 16 at 128 px) or any bin size > 0 rasterises coarse-to-fine
+  with ``max_faces_per_bin`` = faces per mesh unless given, which cannot overflow (see
+  :mod:`gan2shape.method.raster`; a smaller value is checked and raises ``BinOverflowError``
+  rather than letting pytorch3d drop faces, which it did at 128 px with 16 / 2000 on rough depth).
 * NR ignores faces with z ≤ 0.1 or ≥ 100; depths here stay in about [0.5, 1.5], so no such
   clipping is done.
 * Normals use the spec's n / (‖n‖ + 1e-7) on unscaled cross products, so their length is slightly
@@ -39,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .raster import rasterize_tiled
+from .raster import rasterize_native, rasterize_tiled
 
 __all__ = [
     "rotation_matrix",
@@ -202,10 +204,6 @@ class Renderer(torch.nn.Module):
         ``B×2S×2S×3`` of the covering face). Depth and weights are differentiable w.r.t.
         ``verts``; values at uncovered samples are finite placeholders.
         """
-        from pytorch3d.renderer import MeshRasterizer, RasterizationSettings
-        from pytorch3d.structures import Meshes
-        from pytorch3d.utils import cameras_from_opencv_projection
-
         B, S = verts.shape[0], self.image_size
         N = S * S
         dev = verts.device
@@ -222,22 +220,12 @@ class Renderer(torch.nn.Module):
             # rasteriser's samples off such edges (depth is still evaluated at the exact position)
             K2[:2, 2] += _EDGE_NUDGE
             if self.raster == "native" or (self.raster == "auto" and dev.type == "cuda"):
-                cams = cameras_from_opencv_projection(
-                    R=torch.eye(3, device=dev).expand(B, 3, 3),
-                    tvec=torch.zeros(B, 3, device=dev),
-                    camera_matrix=K2.expand(B, 3, 3),
-                    image_size=torch.tensor([[2 * S, 2 * S]], device=dev).expand(B, 2),
-                )
-                settings = RasterizationSettings(
-                    image_size=2 * S, blur_radius=0.0, faces_per_pixel=1, cull_backfaces=False,
-                    perspective_correct=True, bin_size=self.bin_size if dev.type == "cuda" else 0,
-                    max_faces_per_bin=self.max_faces_per_bin)
-                meshes = Meshes(verts=v.detach().float(), faces=faces.expand(B, -1, -1))
-                p2f = MeshRasterizer(cameras=cams, raster_settings=settings)(meshes).pix_to_face[..., 0]
+                p2f, _, _ = rasterize_native(v.detach().float(), faces, K2, 2 * S, self.bin_size,
+                                             self.max_faces_per_bin)
             else:
                 # tiles: on the CPU ~40x faster than pytorch3d's naive rasteriser, same faces
                 p2f, _, _ = rasterize_tiled(v.detach().float(), faces, K2, 2 * S, cull_backfaces=False)
-                p2f = torch.where(p2f >= 0, p2f + (torch.arange(B, device=dev) * faces.shape[0]).view(B, 1, 1), p2f)
+            p2f = torch.where(p2f >= 0, p2f + (torch.arange(B, device=dev) * faces.shape[0]).view(B, 1, 1), p2f)
         covered = p2f >= 0
         # packed face index → the three vertex positions (packed vertex index b·N + i)
         faces_packed = (faces.unsqueeze(0) + (torch.arange(B, device=dev) * N).view(B, 1, 1))
