@@ -122,7 +122,7 @@ def main() -> None:
     p.add_argument("--fast", action="store_true", help="also time the TF32 + bf16 batched mode")
     p.add_argument("--tiny", action="store_true", help="quick check: 32 px, N_p 2, K 1 2, 1 timed iteration, no warm-up")
     p.add_argument("--perceptual", default="discriminator", choices=["discriminator", "none"])
-    p.add_argument("--raster-bin-size", type=int, default=None, help="default: 16 on CUDA, 0 (naive) on CPU")
+    p.add_argument("--raster-bin-size", type=int, default=None, help="default: the method's (naive on CPU; overflow-safe binning on CUDA)")
     p.add_argument("--raster-max-faces-per-bin", type=int, default=None)
     p.add_argument("--gan", type=Path, default=ROOT / "models/synthetic_gan.pt")
     p.add_argument("--view-mvn", type=Path, default=ROOT / "models/synthetic_view_mvn.pth")
@@ -135,10 +135,6 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     if args.tiny:
         args.image_size, args.np, args.k, args.iters, args.warmup = 32, 2, [1, 2], 1, 0
-    if args.raster_bin_size is None:
-        args.raster_bin_size = 16 if cuda else 0
-        if cuda and args.raster_max_faces_per_bin is None:
-            args.raster_max_faces_per_bin = 2000
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # faithful fp32 baseline
 
     model = build(args)

@@ -192,7 +192,7 @@ def test_cli_defaults_equal_the_params_defaults():
         ("reconstruct", "step3_pool"): MethodConfig().step3_pool,
         ("reconstruct", "optimizers"): MethodConfig().optimizers,
         ("reconstruct", "optimizer"): MethodConfig().optimizer,
-        ("reconstruct", "raster_bin_size"): MethodConfig().raster_bin_size,
+        ("reconstruct", "raster_bin_size"): MethodConfig().raster_bin_size or "auto",
         ("segment", "confidence"): default("segment-real", "confidence"),
         ("segment", "faithful"): default("segment-real", "faithful"),
         ("invert", "space"): default("invert", "space"),

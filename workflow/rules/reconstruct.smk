@@ -36,7 +36,7 @@ rule reconstruct:
         step3_pool=config["reconstruct"]["step3_pool"],
         optimizers=config["reconstruct"]["optimizers"],
         optimizer=config["reconstruct"]["optimizer"],
-        bins=config["reconstruct"]["raster_bin_size"],
+        bins="" if config["reconstruct"]["raster_bin_size"] == "auto" else f"--raster-bin-size {config['reconstruct']['raster_bin_size']}",
         every=config["reconstruct"]["checkpoint_every"],
         flags="",  # further reconstruct flags (the synthetic benchmark adds its own)
         seed=config["seed"],
@@ -54,6 +54,6 @@ rule reconstruct:
         "--gt-encoding {params.gt_encoding} --name {wildcards.image} "
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
-        "--optimizers {params.optimizers} --optimizer {params.optimizer} --raster-bin-size {params.bins} --seed {params.seed} "
+        "--optimizers {params.optimizers} --optimizer {params.optimizer} {params.bins} --seed {params.seed} "
         "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
         "{params.flags} --progress --out {params.out} > {log} 2>&1"

@@ -117,9 +117,10 @@ class MethodConfig:
     projection: str = "gan"                     # "gan" | diagnostics "pseudo" / "oracle" (see GAN2Shape.step2)
                                                 # themselves (no GAN information) instead of G(w + Δw)
     seed: int = 0
-    # pytorch3d rasteriser binning: 0 = naive (exact, the spec's recipe); on CUDA coarse-to-fine
-    # binning (e.g. 16 with 2000 faces per bin) gives the same depth ~10× faster
-    raster_bin_size: int | None = 0
+    # pytorch3d rasterisation: None = naive on the CPU (pytorch3d has no binned CPU path) and
+    # coarse-to-fine on CUDA with pytorch3d's bin size and a per-call count of the fullest bin, so no
+    # bin can overflow (same depth as naive, ~8x faster at 128 px); 0 = always naive
+    raster_bin_size: int | None = None
     raster_max_faces_per_bin: int | None = None
 
     def __post_init__(self):

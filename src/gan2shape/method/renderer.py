@@ -22,7 +22,8 @@ identity view reproduces every pixel. Colour rendering (``render_mesh_colors``) 
 sub-sample positions and blends with the background in both modes (ordinary anti-aliasing).
 
 Other notes:
-* ``bin_size=0`` (naive rasterisation, the spec's recipe) is the default. On CUDA,
+* ``bin_size=0`` (naive rasterisation, the spec's recipe) is this class's default; the method's
+  config passes ``None``, naive on the CPU. On CUDA,
   ``bin_size=None`` (pytorch3d's heuristic, 16 at 128 px) or any bin size > 0 rasterises coarse-to-fine
   with ``max_faces_per_bin`` = faces per mesh unless given, which cannot overflow (see
   :mod:`gan2shape.method.raster`; a smaller value is checked and raises ``BinOverflowError``

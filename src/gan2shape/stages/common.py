@@ -157,8 +157,11 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
                         "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
     g.add_argument("--seed", type=nonneg_int, help="random seed")
-    g.add_argument("--raster-bin-size", type=nonneg_int, help="pytorch3d bin size (0: naive; 16 is ~10x faster on CUDA)")
-    g.add_argument("--raster-max-faces-per-bin", type=positive_int, help="pytorch3d faces per bin (e.g. 2000)")
+    g.add_argument("--raster-bin-size", type=nonneg_int,
+                   help="pytorch3d bin size (default: naive on the CPU, pytorch3d's bin size on CUDA; 0: naive)")
+    g.add_argument("--raster-max-faces-per-bin", type=positive_int,
+                   help="faces per bin (default: the fullest bin, counted per call, never overflows); a value that "
+                        "would overflow is an error")
     bool_flag(g, "relative-enc", "encode E(x) − E(G(w))")
     bool_flag(g, "use-mask", "use the object mask for pseudo samples")
 
