@@ -58,7 +58,7 @@ def median_seconds(fn, device: str, n: int, warmup: int) -> float:
 
 def build(args):
     ck = load_stylegan2(args.gan, device="cpu")
-    cfg = preset("synface", image_size=args.image_size, batchsize=args.np, crop=None, collect_iters=2,
+    cfg = preset("synface", image_size=args.image_size, n_p=args.np, crop=None, collect_iters=2,
                  use_mask=True, raster_bin_size=args.raster_bin_size,
                  raster_max_faces_per_bin=args.raster_max_faces_per_bin)
     perceptual = PerceptualLoss(args.perceptual, discriminator=ck.discriminator)

@@ -41,7 +41,7 @@ def main() -> None:
     state = TargetState.new(model.device)
     state.load_state_dict(saved["targets"][0])
     target.gan_image = model.gan_image(target)
-    proj, pmask = state.pool.images[:cfg.batchsize], state.pool.masks[:cfg.batchsize]
+    proj, pmask = state.pool.images[:cfg.n_p], state.pool.masks[:cfg.n_p]
 
     def accuracy():
         with torch.no_grad():

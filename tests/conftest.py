@@ -37,7 +37,7 @@ def viewlight():
 def tiny_config(**over):
     from gan2shape.method.config import Stage, preset
 
-    kw = dict(image_size=S, batchsize=2, collect_iters=2, prior_iters=3, lam_perc=1.0,
+    kw = dict(image_size=S, n_p=2, collect_iters=2, prior_iters=3, lam_perc=1.0,
               schedule=[Stage(3, 3, 3, flip3=True)], seed=0)
     kw.update(over)
     return preset("car", **kw)

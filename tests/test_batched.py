@@ -166,7 +166,7 @@ def test_cli_independent_writes_each_images_outputs(tmp_path):
         assert len(json.loads((d / "view.json").read_text())["view_raw"]) == 6
         cfg = json.loads((d / "config.json").read_text())  # the resolved configuration of the run
         assert cfg["command"] == "reconstruct" and cfg["flags"]["independent"] is True
-        assert cfg["method"]["batchsize"] == 2 and cfg["method"]["schedule"][0] == {
+        assert cfg["method"]["n_p"] == 2 and cfg["method"]["schedule"][0] == {
             "n1": 2, "n2": 2, "n3": 2, "flip1": False, "flip3": False, "rounds": 1}
     assert not np.allclose(depths[0], depths[1])
     # the same loop checkpoints independent models: interrupted after 5 iterations, resumed, equal

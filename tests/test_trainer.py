@@ -148,7 +148,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, caplog):
     cfg = tiny_config(schedule=[Stage(3, 3, 4)])
     _, r1 = _run(cfg, tmp_path, stop_after=5)
     assert r1.interrupted and (tmp_path / "ck.pth").exists()
-    changed = tiny_config(schedule=[Stage(2, 2, 2)], batchsize=3)
+    changed = tiny_config(schedule=[Stage(2, 2, 2)], n_p=3)
     ref_model, ref = _run(changed)
     with caplog.at_level("WARNING", logger="gan2shape"):
         m2, r2 = _run(changed, tmp_path)
@@ -266,7 +266,7 @@ def test_pseudo_projection_oracle_gives_step3_the_pseudo_samples():
     st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     _, _, proj, _ = model.step2(t, st, g1)
-    pseudo, _ = model.pseudo_samples(st, cfg.batchsize, g2)
+    pseudo, _ = model.pseudo_samples(st, cfg.n_p, g2)
     assert torch.equal(proj, pseudo)
 
 
@@ -313,8 +313,8 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
 
     st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
     _, _, proj, _ = model.step2(t, st, torch.Generator().manual_seed(1))
-    assert proj.shape == (cfg.batchsize, 3, cfg.image_size, cfg.image_size)
-    assert not torch.equal(proj, model.pseudo_samples(st, cfg.batchsize, torch.Generator().manual_seed(1))[0])
+    assert proj.shape == (cfg.n_p, 3, cfg.image_size, cfg.image_size)
+    assert not torch.equal(proj, model.pseudo_samples(st, cfg.n_p, torch.Generator().manual_seed(1))[0])
     t.scene = None
     with pytest.raises(ValueError, match="scene"):
         model.step2(t, st, torch.Generator().manual_seed(1))

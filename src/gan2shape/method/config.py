@@ -104,7 +104,7 @@ class MethodConfig:
     add_mean_light: bool = True
     view_scale: float = 1.0
     rand_light: tuple = DEFAULT_RAND_LIGHT
-    batchsize: int = 8                          # N_p: pseudo / projected samples per iteration
+    n_p: int = 8                                # N_p: pseudo / projected samples per image and iteration (the original's `batchsize`)
     collect_iters: int = 100
     crop: int | None = None
     schedule: list[Stage] = field(default_factory=lambda: list(SCHEDULES["car"]))
@@ -150,24 +150,24 @@ SYNFACE_RAND_LIGHT = (-0.9, 0.9, -0.3, 0.8, -0.1, 0.7, -0.4)
 
 # Per-dataset values of the original configs (METHOD §1.9); everything else = MethodConfig defaults.
 PRESETS: dict[str, dict] = {
-    "car": dict(image_size=128, batchsize=8, use_mask=True, relative_enc=False, schedule=SCHEDULES["car"]),
-    "church": dict(image_size=128, batchsize=8, use_mask=True, relative_enc=False, schedule=SCHEDULES["church"]),
-    "celeba": dict(image_size=128, batchsize=16, use_mask=False, relative_enc=True, view_scale=1.2,
+    "car": dict(image_size=128, n_p=8, use_mask=True, relative_enc=False, schedule=SCHEDULES["car"]),
+    "church": dict(image_size=128, n_p=8, use_mask=True, relative_enc=False, schedule=SCHEDULES["church"]),
+    "celeba": dict(image_size=128, n_p=16, use_mask=False, relative_enc=True, view_scale=1.2,
                    schedule=SCHEDULES["celeba"]),
-    "cat": dict(image_size=128, batchsize=16, use_mask=False, relative_enc=True, view_scale=1.2, crop=170,
+    "cat": dict(image_size=128, n_p=16, use_mask=False, relative_enc=True, view_scale=1.2, crop=170,
                 schedule=SCHEDULES["cat"]),
-    "synface": dict(image_size=64, batchsize=16, use_mask=False, relative_enc=True, view_scale=1.2, crop=170,
+    "synface": dict(image_size=64, n_p=16, use_mask=False, relative_enc=True, view_scale=1.2, crop=170,
                     f1_d=8, rand_light=SYNFACE_RAND_LIGHT, schedule=SCHEDULES["synface"]),
-    "celeba_pretrain": dict(image_size=128, batchsize=8, use_mask=False, relative_enc=True, view_scale=1.2,
+    "celeba_pretrain": dict(image_size=128, n_p=8, use_mask=False, relative_enc=True, view_scale=1.2,
                             collect_iters=800, schedule=SCHEDULES["celeba_pretrain"]),
-    "cat_pretrain": dict(image_size=128, batchsize=8, use_mask=False, relative_enc=True, view_scale=1.2,
+    "cat_pretrain": dict(image_size=128, n_p=8, use_mask=False, relative_enc=True, view_scale=1.2,
                          crop=170, collect_iters=800, schedule=SCHEDULES["cat_pretrain"]),
-    "synface_pretrain": dict(image_size=64, batchsize=12, use_mask=False, relative_enc=True, view_scale=1.2,
+    "synface_pretrain": dict(image_size=64, n_p=12, use_mask=False, relative_enc=True, view_scale=1.2,
                              crop=170, f1_d=8, rand_light=SYNFACE_RAND_LIGHT, collect_iters=1000,
                              schedule=SCHEDULES["synface_pretrain"]),
     # The replication's settings (EXTENSIONS §2.1, §3.3): λ_perc 1, z range 0.1, persistent
     # optimisers, last-batch step-3 samples, no flips, generic MVNs, car schedule.
-    "replication": dict(image_size=128, batchsize=16, lam_perc=1.0, z_translation_range=0.1, use_mask=False,
+    "replication": dict(image_size=128, n_p=16, lam_perc=1.0, z_translation_range=0.1, use_mask=False,
                         relative_enc=False, step3_pool="last_batch", optimizers="persistent",
                         schedule=SCHEDULES["replication"]),
 }

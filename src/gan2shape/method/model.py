@@ -245,7 +245,7 @@ class GAN2Shape(nn.Module):
     def step2(self, target: Target, state: CanonicalState, generator, per_image: bool = False):
         """Returns (loss, losses, projected samples Q, their masks M_p)."""
         c = self.cfg
-        k, n = target.image.shape[0], c.batchsize
+        k, n = target.image.shape[0], c.n_p
         pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, n, generator, True)
         e = self.nets["netEnc"](pseudo)
         if c.relative_enc:

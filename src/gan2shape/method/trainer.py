@@ -167,7 +167,7 @@ class Trainer:
         """One gradient iteration of ``phase``; returns the logged terms: one dict per image
         (independent models) or one dict of means over the group (shared model)."""
         m, c, t = group.model, self.cfg, group.target
-        n = c.batchsize
+        n = c.n_p
         if phase.step == 0:
             loss = depth_prior_loss(m, t.image, t.prior)
             terms = {"prior_mse": loss.detach().tolist()}
@@ -222,7 +222,7 @@ class Trainer:
     def collect(self, group: Group) -> None:
         """After step 2: ``collect_iters`` no-grad step-2 forwards fill each image's pool (METHOD §5.6).
         Independent models draw all K at once; images sharing one generator draw image by image."""
-        c, n = self.cfg, self.cfg.batchsize
+        c, n = self.cfg, self.cfg.n_p
         if c.step3_pool == "last_batch":
             return
         for st in group.states:

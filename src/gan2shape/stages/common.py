@@ -134,7 +134,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method (default: the preset's value)")
     g.add_argument("--preset", default="car", choices=sorted(PRESETS), help="dataset preset of the original configs")
     g.add_argument("--image-size", type=positive_int, help="working resolution S")
-    g.add_argument("--np", dest="batchsize", type=positive_int, help="N_p: pseudo/projected samples per iteration")
+    g.add_argument("--np", dest="n_p", type=positive_int, help="N_p: pseudo/projected samples per iteration")
     g.add_argument("--collect-iters", type=positive_int, help="no-grad step-2 forwards filling the step-3 pool")
     g.add_argument("--schedule", choices=sorted(SCHEDULES) + ["init_iterations"], help="stage schedule")
     g.add_argument("--num-stages", type=positive_int, help="keep only the first K stages of the schedule")
@@ -170,7 +170,7 @@ def method_config(args: argparse.Namespace):
     """Build the :class:`MethodConfig` from the preset and the flags that were given."""
     from ..method.config import SCHEDULES, Stage, init_iterations_schedule, preset
 
-    names = ["image_size", "batchsize", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
+    names = ["image_size", "n_p", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
              "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
              "raster_max_faces_per_bin"]
