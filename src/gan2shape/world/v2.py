@@ -302,8 +302,9 @@ def _car_albedo_map(params, size, device, parts: dict, inside: Tensor) -> Tensor
 
 def canonical_maps(params, size: int = 64, device="cpu") -> dict[str, Tensor]:
     """Canonical ``depth`` B×S×S (border-clamped, exactly representable by the depth head),
-    ``albedo`` B×3×S×S in [−1, 1], object ``mask`` B×1×S×S (0/1) and the relief amplitude ``c`` (B)
-    of scenes of one v2 family."""
+    ``albedo`` B×3×S×S in [−1, 1], object ``mask`` B×1×S×S (0/1), the relief amplitude ``c`` (B), the
+    background plane's depth ``background`` (B) and the depth net's raw output ``raw`` B×S×S that
+    gives ``depth`` through the method's depth head and border clamp, of scenes of one v2 family."""
     fam = {p.family for p in params}
     if len(fam) != 1 or not fam <= set(V2_FAMILIES):
         raise ValueError(f"canonical_maps needs scenes of one v2 family, got {sorted(fam)}")
@@ -323,7 +324,7 @@ def canonical_maps(params, size: int = 64, device="cpu") -> dict[str, Tensor]:
     depth = clamp_border(depth_head(raw, MIN_DEPTH, MAX_DEPTH), min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
     albedo = rho.clamp(*RHO) * 2 - 1
     return dict(depth=depth.float(), albedo=albedo.float(), mask=inside.unsqueeze(1).float(), c=c.float(),
-                background=bg.float())
+                background=bg.float(), raw=(raw - raw.mean((1, 2), keepdim=True)).float())
 
 
 # ------------------------------------------------------------------------------------------------
