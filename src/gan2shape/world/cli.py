@@ -32,7 +32,10 @@ def _cmd_viewlight(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``gan2shape synthesize`` and ``gan2shape viewlight``."""
+    """Register ``gan2shape synthesize``, ``gan2shape viewlight`` and ``gan2shape world-report``."""
+    from .report import add_cli as add_report
+
+    add_report(subparsers)
     q = subparsers.add_parser("viewlight", help=_cmd_viewlight.__doc__)
     q.add_argument("--family", nargs="+", default=list(FAMILIES), choices=ALL_FAMILIES,
                    help="families of one world (v1: face box; v2: face2 car2, moments of the GAN's training stream)")
