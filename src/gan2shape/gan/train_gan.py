@@ -315,8 +315,16 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     if args.images is not None:
         data = _folder_source(Path(args.images), c.size, c.batch, c.seed + trainer.step, args.device)
     else:
+        from ..world.scenes import WORLDS, world_of
+
+        families = args.families if args.families else list(WORLDS[args.world])
+        try:
+            if world_of(families) != args.world:
+                raise ValueError(f"--families {families} are not families of world {args.world}")
+        except ValueError as e:
+            raise SystemExit(f"train-gan: {e}")
         # the stream's seed moves with the step so a resumed run sees fresh renders
-        data = _synthetic_source(args.families, c.size, c.batch, c.seed + trainer.step, args.device, args.pool)
+        data = _synthetic_source(families, c.size, c.batch, c.seed + trainer.step, args.device, args.pool)
     done = trainer.fit(data, args.steps, out, max_seconds=args.max_seconds, log_every=args.log_every,
                        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every)
     if args.export is not None:
@@ -331,7 +339,9 @@ def add_cli(sub) -> None:
     p = sub.add_parser("train-gan", help=cmd_train_gan.__doc__)
     p.add_argument("--out-dir", required=True, type=Path, help="training folder (resumes from its checkpoint.pt)")
     p.add_argument("--images", type=Path, help="folder of training images (default: synthetic renders)")
-    p.add_argument("--families", nargs="+", default=["face", "box"], help="synthetic families to render")
+    p.add_argument("--world", choices=["v1", "v2"], default="v1",
+                   help="synthetic world to render (v1: face box; v2: face2 car2, docs/world.md)")
+    p.add_argument("--families", nargs="+", help="synthetic families to render (default: all of --world)")
     p.add_argument("--pool", type=int, default=24000, help="pre-render this many synthetic images and sample from them (0: a fresh render every step)")
     p.add_argument("--steps", type=int, required=True, help="total iterations to reach")
     p.add_argument("--max-seconds", type=float, help="stop (and checkpoint) after this long in this call")

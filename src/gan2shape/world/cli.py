@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .dataset import save_test_set
-from .scenes import FAMILIES, viewlight_moments
+from .scenes import ALL_FAMILIES, FAMILIES, viewlight_moments
 
 __all__ = ["add_cli"]
 
@@ -32,16 +32,21 @@ def _cmd_viewlight(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``gan2shape synthesize`` and ``gan2shape viewlight``."""
+    """Register ``gan2shape synthesize``, ``gan2shape viewlight`` and ``gan2shape world-report``."""
+    from .report import add_cli as add_report
+
+    add_report(subparsers)
     q = subparsers.add_parser("viewlight", help=_cmd_viewlight.__doc__)
-    q.add_argument("--family", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    q.add_argument("--family", nargs="+", default=list(FAMILIES), choices=ALL_FAMILIES,
+                   help="families of one world (v1: face box; v2: face2 car2, moments of the GAN's training stream)")
     q.add_argument("--n", type=int, default=20000, help="scenes per family")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--view-out", type=Path, required=True)
     q.add_argument("--light-out", type=Path, required=True)
     q.set_defaults(func=_cmd_viewlight)
     p = subparsers.add_parser("synthesize", help=_cmd_synthesize.__doc__)
-    p.add_argument("--family", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="object families")
+    p.add_argument("--family", nargs="+", default=list(FAMILIES), choices=ALL_FAMILIES,
+                   help="object families (world v1: face box; world v2: face2 car2)")
     p.add_argument("--n", type=int, required=True, help="images per family")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64)

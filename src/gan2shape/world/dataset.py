@@ -5,6 +5,9 @@ Layout (``save_test_set``): ``<out>/<family>/list.txt`` and per image ``<name>.p
 error ≤ 3.1e-6; the background code 49151 decodes to exactly 1.1), ``<name>_normal.png`` (RGB 8-bit,
 (n + 1)/2), ``<name>_mask.png`` (grey 8-bit coverage) and ``<name>.json`` (all parameters, the view,
 the light direction and the depth encoding).
+World v2 (format_version 2) adds the canonical frame's ``<name>_canon_depth.png`` (16-bit, same
+code) and ``<name>_albedo.png`` (RGB 8-bit, (a + 1)/2); its ``_mask.png`` is binary (the canonical
+object mask warped like the method's masks) and ``_normal.png`` the normals of the rendered depth.
 Note: these depth PNGs are *not* in the unsup3d convention that :func:`gan2shape.data.load_depth`
 assumes (1.1 − 0.2·p); read them with :func:`load_test_set` or :func:`decode_depth_png`.
 """
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from ..io import atomic_path, atomic_write_text
 from .render import FAR_DEPTH, FOV, ROT_CENTER, render_batch
-from .scenes import FAMILIES, SceneParams, sample_params
+from .scenes import ALL_FAMILIES, V2_FAMILIES, SceneParams, sample_params
 
 __all__ = ["save_test_set", "load_test_set", "encode_depth_png", "decode_depth_png"]
 
@@ -92,6 +95,7 @@ def save_test_set(out_dir: str | Path, family: str, n: int, seed: int, size: int
     folder.mkdir(parents=True, exist_ok=True)
     params = sample_params(family, n, seed)
     names = []
+    v2 = family in V2_FAMILIES
     for i0 in range(0, n, batch):
         r = render_batch(params[i0:i0 + batch], size, device, supersample)
         for j, p in enumerate(params[i0:i0 + batch]):
@@ -101,15 +105,23 @@ def save_test_set(out_dir: str | Path, family: str, n: int, seed: int, size: int
             encode_depth_png(r["depth"][j], folder / f"{name}_depth.png")
             _write_png8(_to8((r["normals"][j] + 1) / 2), folder / f"{name}_normal.png")
             _write_png8(_to8(r["mask"][j, 0]), folder / f"{name}_mask.png")
+            extra: dict[str, Any] = {}
+            if v2:
+                encode_depth_png(r["canon_depth"][j], folder / f"{name}_canon_depth.png")
+                _write_png8(_to8((r["albedo"][j] + 1) / 2).transpose(1, 2, 0), folder / f"{name}_albedo.png")
+                extra = dict(world="v2", canonical_files=dict(depth=f"{name}_canon_depth.png",
+                                                              albedo=f"{name}_albedo.png"),
+                             canonical_background_depth=float(r["canon_depth"][j, size // 2, 0]),
+                             renderer="gan2shape.method.renderer.Renderer (faithful), METHOD §3.7")
             meta = dict(
-                format_version=1, name=name, size=size, supersample=supersample, fov=FOV,
+                format_version=2 if v2 else 1, name=name, size=size, supersample=supersample, fov=FOV,
                 rot_center=[0.0, 0.0, ROT_CENTER], params=p.to_dict(), view=p.view,
                 light_direction=p.light_direction,
                 depth_encoding=dict(format="png16", lo=DEPTH_PNG_LO, hi=DEPTH_PNG_HI, scale=_DEPTH_SCALE,
                                     formula="d = lo + (hi - lo) * p / scale", background=FAR_DEPTH,
                                     background_code=_BG_CODE),
                 files=dict(image=f"{name}.png", depth=f"{name}_depth.png", normal=f"{name}_normal.png",
-                           mask=f"{name}_mask.png"))
+                           mask=f"{name}_mask.png"), **extra)
             atomic_write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", folder / f"{name}.json")
     atomic_write_text("\n".join(names) + "\n", folder / "list.txt")
     return folder
@@ -138,22 +150,29 @@ def _load_record(folder: Path, name: str) -> dict[str, Any]:
         if tuple(a.shape[:2]) != (size, size):
             raise ValueError(f"{paths[k]}: size {tuple(a.shape[:2])}, expected {size}x{size} (from {jpath.name})")
     normals = torch.from_numpy(nrm).float() / 255 * 2 - 1
-    return dict(name=name, family=params.family, params=params, meta=meta,
-                image=torch.from_numpy(img).permute(2, 0, 1).float() / 255 * 2 - 1,
-                depth=depth, normals=normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-6),
-                mask=torch.from_numpy(msk).float()[None] / 255, paths={**paths, "json": jpath})
+    rec = dict(name=name, family=params.family, params=params, meta=meta,
+               image=torch.from_numpy(img).permute(2, 0, 1).float() / 255 * 2 - 1,
+               depth=depth, normals=normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-6),
+               mask=torch.from_numpy(msk).float()[None] / 255, paths={**paths, "json": jpath})
+    if "canonical_files" in meta:  # world v2: the canonical truth
+        cpaths = {k: folder / v for k, v in meta["canonical_files"].items()}
+        rec["canon_depth"] = decode_depth_png(cpaths["depth"])
+        rec["albedo"] = torch.from_numpy(_read_png(cpaths["albedo"], ("RGB",))).permute(2, 0, 1).float() / 255 * 2 - 1
+        rec["paths"].update({f"canon_{k}": v for k, v in cpaths.items()})
+    return rec
 
 
 def load_test_set(directory: str | Path) -> list[dict[str, Any]]:
     """Read a held-out set: ``directory`` is a family folder (with ``list.txt``) or the output root
     holding family folders. Each record: name, family, params (:class:`SceneParams`), meta (the
-    JSON), image 3×S×S, depth S×S, normals S×S×3 (unit, decoded from 8 bits), mask 1×S×S, paths.
+    JSON), image 3×S×S, depth S×S, normals S×S×3 (unit, decoded from 8 bits), mask 1×S×S, paths;
+    world v2 also canon_depth S×S and albedo 3×S×S (canonical frame).
     Missing or corrupt files raise an error naming the file."""
     directory = Path(directory)
     if (directory / "list.txt").is_file():
         folders = [directory]
     else:
-        folders = [directory / f for f in FAMILIES if (directory / f / "list.txt").is_file()]
+        folders = [directory / f for f in ALL_FAMILIES if (directory / f / "list.txt").is_file()]
         if not folders:
             raise FileNotFoundError(f"{directory / 'list.txt'}: file not found (no test set in {directory})")
     records = []

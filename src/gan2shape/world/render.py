@@ -45,7 +45,7 @@ from torch import Tensor
 from ..method.raster import rasterize_native, rasterize_tiled
 from ..method.renderer import compose_texture, rotation_matrix
 from .geometry import build_meshes
-from .scenes import FAMILIES, SceneParams, sample_params, stream_params
+from .scenes import ALL_FAMILIES, FAMILIES, V2_FAMILIES, SceneParams, sample_params, stream_params, world_of
 
 __all__ = ["FAR_DEPTH", "intrinsics", "render_batch", "TrainingStream", "render_dataset"]
 
@@ -159,24 +159,36 @@ def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supers
     Returns float32 tensors: ``image`` B×3×S×S in [−1, 1], ``depth`` B×S×S (background 1.1),
     ``normals`` B×S×S×3 (background (0, 0, 1)), ``mask`` B×1×S×S (coverage), ``albedo`` B×3×S×S
     (background 0), ``view`` B×6 (physical, METHOD units) and ``light`` B×4 (k_a, k_d, lx, ly).
+
+    World v2 scenes (one world per call) are rendered by :func:`.v2.render_v2` with the method's
+    renderer (``supersample``/``raster`` do not apply; ``warp`` is not supported): ``mask`` is then
+    binary, ``albedo`` canonical, plus ``canon_depth``, ``canon_mask``, ``valid``, ``recon_depth``.
     """
     if not params:
         raise ValueError("render_batch: no scenes given")
     if size < 4 or supersample < 1:
         raise ValueError(f"render_batch: bad size {size} / supersample {supersample}")
-    unknown = {p.family for p in params} - set(FAMILIES)
+    unknown = {p.family for p in params} - set(ALL_FAMILIES)
     if unknown:
-        raise ValueError(f"unknown family {sorted(unknown)} (expected one of {FAMILIES})")
+        raise ValueError(f"unknown family {sorted(unknown)} (expected one of {ALL_FAMILIES})")
+    v2 = world_of(p.family for p in params) == "v2"
+    if v2 and warp is not None:
+        raise ValueError("render_batch: warp is a world-v1 option (v2: gan2shape.world.v2.render_v2(views=...))")
     device = torch.device(device)
     if warp is not None:
         if tuple(warp.shape) != (len(params), 6):
             raise ValueError(f"render_batch: warp must be {len(params)}×6 physical views, got {tuple(warp.shape)}")
         warp = warp.to(device=device, dtype=torch.float32)
     parts: list[tuple[list[int], dict]] = []
-    for fam in FAMILIES:
+    for fam in (V2_FAMILIES if v2 else FAMILIES):
         idx = [i for i, p in enumerate(params) if p.family == fam]
         for j in range(0, len(idx), chunk):
             sub = idx[j:j + chunk]
+            if v2:
+                from .v2 import render_v2
+
+                parts.append((sub, render_v2([params[i] for i in sub], size, device)))
+                continue
             w = None if warp is None else warp[sub]
             parts.append((sub, _render_family([params[i] for i in sub], size, device, supersample, raster, w)))
     if len(parts) == 1 and parts[0][0] == list(range(len(params))):
@@ -201,9 +213,10 @@ class TrainingStream:
     def __init__(self, families=FAMILIES, size: int = 64, batch: int = 64, seed: int = 0, device="cuda",
                  supersample: int = 4):
         families = tuple(families)
-        bad = set(families) - set(FAMILIES)
+        bad = set(families) - set(ALL_FAMILIES)
         if not families or bad:
-            raise ValueError(f"TrainingStream: bad families {families} (expected a subset of {FAMILIES})")
+            raise ValueError(f"TrainingStream: bad families {families} (expected a subset of {FAMILIES} or {V2_FAMILIES})")
+        world_of(families)
         self.families, self.size, self.batch, self.seed = families, int(size), int(batch), int(seed)
         self.device, self.supersample = device, int(supersample)
         self.position = 0  # index of the next batch

@@ -28,10 +28,23 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-__all__ = ["FAMILIES", "SceneParams", "sample_params", "stream_params", "viewlight_moments"]
+__all__ = ["FAMILIES", "V2_FAMILIES", "ALL_FAMILIES", "WORLDS", "world_of", "SceneParams", "sample_params",
+           "stream_params", "viewlight_moments"]
 
-FAMILIES: tuple[str, ...] = ("face", "box")
-_FAMILY_CODE = {"face": 1, "box": 2}
+FAMILIES: tuple[str, ...] = ("face", "box")          # world v1 (kept reproducible by seed)
+V2_FAMILIES: tuple[str, ...] = ("face2", "car2")     # world v2 (:mod:`.v2`)
+ALL_FAMILIES = FAMILIES + V2_FAMILIES
+WORLDS = {"v1": FAMILIES, "v2": V2_FAMILIES}
+_FAMILY_CODE = {"face": 1, "box": 2, "face2": 3, "car2": 4}
+
+
+def world_of(families: Iterable[str]) -> str:
+    """The world ("v1" or "v2") of a set of families; mixing worlds or unknown names is an error."""
+    fams = set(families)
+    for w, f in WORLDS.items():
+        if fams and fams <= set(f):
+            return w
+    raise ValueError(f"families {sorted(fams)} are not all of one world ({WORLDS})")
 _STREAM_SALT = 7919  # separates the training stream's seeds from sample_params' (held-out) seeds
 
 # per-image view / light ranges
@@ -87,8 +100,8 @@ class SceneParams:
         if missing:
             raise ValueError(f"scene parameters lack {sorted(missing)}")
         p = cls(**{k: d[k] for k in names})
-        if p.family not in FAMILIES:
-            raise ValueError(f"unknown family {p.family!r} (expected one of {FAMILIES})")
+        if p.family not in ALL_FAMILIES:
+            raise ValueError(f"unknown family {p.family!r} (expected one of {ALL_FAMILIES})")
         return p
 
 
@@ -178,8 +191,12 @@ def _sample_box_albedo(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _sample_one(family: str, seed: int, index: int, salt: int | None = None) -> SceneParams:
+    if family in V2_FAMILIES:
+        from .v2 import sample_scene
+
+        return sample_scene(family, seed, index, _FAMILY_CODE[family], stream=salt is not None)
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r} (expected one of {FAMILIES})")
+        raise ValueError(f"unknown family {family!r} (expected one of {ALL_FAMILIES})")
     key = [int(seed), _FAMILY_CODE[family], int(index)] + ([salt] if salt is not None else [])
     rng = np.random.default_rng(np.random.SeedSequence(key))
     view = dict(yaw=_u(rng, -YAW_RANGE, YAW_RANGE), pitch=_u(rng, -PITCH_RANGE, PITCH_RANGE),
@@ -203,8 +220,10 @@ def sample_params(family: str, n: int, seed: int) -> list[SceneParams]:
 
 def stream_params(families: Iterable[str], n: int, seed: int, start: int) -> list[SceneParams]:
     """Scenes ``start .. start+n−1`` of the training stream (family drawn per scene; seeds disjoint
-    from :func:`sample_params`, so training images never coincide with a held-out set)."""
+    from :func:`sample_params`, so training images never coincide with a held-out set). v2 stream
+    scenes are relit like pseudo samples half of the time (:func:`.v2.sample_scene`)."""
     families = tuple(families)
+    world_of(families)
     out = []
     for j in range(int(start), int(start) + int(n)):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), j, _STREAM_SALT]))
@@ -219,13 +238,18 @@ def viewlight_moments(families: Iterable[str], n: int, seed: int, rot_range_deg:
 
     The original fitted them to Unsup3d's predictions on each dataset; here the generating
     distribution is known, so they are the moments of ``n`` sampled scenes per family: raw view =
-    (pitch, yaw, roll)/60°, (tx, ty)/0.1, 0; raw light = (2·k_a − 1, 2·k_d − 1, lx, ly).
+    (pitch, yaw, roll)/60°, (tx, ty)/0.1, 0; raw light = (2·k_a − 1, 2·k_d − 1, lx, ly). World v1:
+    held-out scenes (views relative to nothing: the input frame); world v2: the GAN's training stream
+    (frontal canonical frame; lights including the pseudo-sample relighting).
     """
     from ..method.sampling import ViewLightDistribution
 
+    families = tuple(families)
+    v2 = world_of(families) == "v2"
     views, lights = [], []
     for fam in families:
-        for p in sample_params(fam, n, seed):
+        scenes = stream_params([fam], n, seed, 0) if v2 else sample_params(fam, n, seed)
+        for p in scenes:
             v = p.view
             views.append([v[0] / math.radians(rot_range_deg), v[1] / math.radians(rot_range_deg),
                           v[2] / math.radians(rot_range_deg), v[3] / xy_range, v[4] / xy_range, 0.0])
