@@ -151,7 +151,7 @@ def test_self_consistent_oracle_minimises_step3_at_the_truth():
     st = CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
     t.gan_image = model.gan_image(t)
     _, _, proj, _ = model.step2(t, st, torch.Generator().manual_seed(1))
-    pseudo, _, rv2, ld2, lr2 = model.pseudo_samples(st, cfg.batchsize, torch.Generator().manual_seed(1), True)
+    pseudo, _, rv2, ld2, lr2 = model.pseudo_samples(st, cfg.n_p, torch.Generator().manual_seed(1), True)
     assert torch.allclose(proj, consistent_oracle_samples(model, t, rv2, ld2, lr2), atol=1e-6)
     t.scene = None
     with pytest.raises(ValueError, match="scene"):
