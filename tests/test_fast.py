@@ -128,7 +128,8 @@ def test_cli_mode_flag_and_fast_alias():
 
     p = argparse.ArgumentParser()
     add_cli(p.add_subparsers())
-    base = ["reconstruct", "--image", "a.png", "--latent", "a.pt", "--out", "o"]
+    base = ["reconstruct", "--image", "a.png", "--latent", "a.pt", "--out", "o", "--gan", "g.pt", "--view-mvn", "v",
+            "--light-mvn", "l"]
     assert p.parse_args(base).mode == "faithful"
     assert p.parse_args(base + ["--mode", "fast"]).mode == "fast"
     assert p.parse_args(base + ["--fast"]).mode == "fast"
