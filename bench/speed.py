@@ -21,7 +21,8 @@ host timestamp at every phase end; the pool collection counts with the step-3 ph
 multiplied by n_full/n_run, the rest (set-up, G(w), final prediction) is added once. The JSON keeps
 the measured seconds next to the extrapolation. TFLOP/s: ``torch.utils.flop_counter.FlopCounterMode``
 over one iteration of every (step, flip) of the schedule and one collection forward (GAN, networks,
-losses; pytorch3d rasterisation is not counted), times the iterations run, over the measured time.
+losses; pytorch3d rasterisation is not counted), times the iterations run, over the measured time. Order: synthetic speed, parity, celeba, car (``--budget-s`` skips what would
+start late).
 
     python3 bench/speed.py --device cpu --tiny          # self-check on a CPU (two simulated devices)
     python3 bench/speed.py --schedule-scale 0.05        # on the GPU(s); writes $OUT/bench.json if $OUT is set
@@ -34,7 +35,6 @@ rewritten after every measurement (a run cut short keeps what it finished), and 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -486,7 +486,7 @@ def main(argv=None) -> dict:
     p.add_argument("--schedule-scale", type=float, default=0.05, help="fraction of every phase's iterations")
     p.add_argument("--parity-images", type=int, default=16, help="synthetic test images for the parity check (0: none)")
     p.add_argument("--parity-seeds", type=int, default=2, help="faithful seeds (the seed-to-seed spread)")
-    p.add_argument("--parity-schedule-scale", type=float, default=0.25)
+    p.add_argument("--parity-schedule-scale", type=float, default=0.1)
     p.add_argument("--parity-inversion-steps", type=int, default=200)
     p.add_argument("--budget-s", type=float, default=None,
                    help="skip measurements that would start after this many seconds (recorded as skipped)")
@@ -527,6 +527,21 @@ def main(argv=None) -> dict:
     def over_budget() -> bool:
         return args.budget_s is not None and time.perf_counter() - start > args.budget_s
 
+    def parity():
+        if args.parity_images <= 0 or "parity" in res:
+            return
+        if over_budget():
+            res["parity"] = {"skipped": "budget"}
+            return
+        t0 = time.perf_counter()
+        try:
+            res["parity"] = run_parity(args, main_dev)
+        except Exception:  # noqa: BLE001
+            res["parity"] = {"error": traceback.format_exc()}
+            print(res["parity"]["error"], file=sys.stderr)
+        res["parity"]["bench_seconds"] = time.perf_counter() - t0
+        save()
+
     for scale in args.scales:
         for mode in args.modes:
             if over_budget():
@@ -545,17 +560,9 @@ def main(argv=None) -> dict:
                                                f"{row['s_per_image_measured']:.2f} measured, "
                                                f"{row['bench_seconds']:.0f} s" if "error" not in row else "ERROR"),
                   flush=True)
-    if args.parity_images > 0:
-        if over_budget():
-            res["parity"] = {"skipped": "budget"}
-        else:
-            t0 = time.perf_counter()
-            try:
-                res["parity"] = run_parity(args, main_dev)
-            except Exception:  # noqa: BLE001
-                res["parity"] = {"error": traceback.format_exc()}
-                print(res["parity"]["error"], file=sys.stderr)
-            res["parity"]["bench_seconds"] = time.perf_counter() - t0
+        if scale == "synthetic":
+            parity()   # right after the synthetic world's speed (the order a cut-short run keeps)
+    parity()
     save()
     print(table(res))
     if "side" in res.get("parity", {}):
