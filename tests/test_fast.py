@@ -98,22 +98,28 @@ def test_fast_mode_of_a_shared_model_trains_the_model_itself():
 
 
 def test_fast_mode_reads_back_only_when_it_logs(monkeypatch):
-    """Between log iterations the fast loop reads no loss or metric back (no host sync; the
-    remaining syncs are the rasteriser's bin count on CUDA and a pool reshuffle per pass)."""
+    """Between log iterations the fast loop reads no loss or metric back (no host sync): the reads
+    (``tolist`` from gan2shape; pytorch3d's mesh bookkeeping aside, as the rasteriser's own syncs)
+    are bounded by the log entries, not by the iterations."""
+    import traceback
+
     reads = []
     real = torch.Tensor.tolist
 
     def counting(self):
-        reads.append(tuple(self.shape))
+        if "pytorch3d" not in traceback.extract_stack()[-2].filename:
+            reads.append(tuple(self.shape))
         return real(self)
     monkeypatch.setattr(torch.Tensor, "tolist", counting)
-    res = _fit(True, True, log_every=1000)
-    phases = 1 + 3  # pre-fit, steps 1, 2, 3: one log entry (one read of losses) at the end of each
-    assert len({e["iteration"] for e in res.log}) == phases
-    n_faithful = []
-    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: n_faithful.append(1) or real(self))
-    _fit(False, True, log_every=1000)
-    assert len(reads) < len(n_faithful) / 2
+    model = tiny_model(tiny_config(**{**CFG, "schedule": [Stage(5, 5, 5, flip3=True)], "prior_iters": 5}))
+    targets = [tiny_target(model, f"im{s}", s) for s in (0, 1)]
+    for t in targets:
+        t.gt_depth = t.prior.clone()
+    res = Trainer(model, log_every=1000, fast=True).fit(targets, independent=True)
+    ends = len({e["iteration"] for e in res.log})
+    assert ends == 4 and res.iterations == 20  # one log entry per phase: pre-fit, steps 1, 2, 3
+    # per phase end: the losses (one read) and each image's SIDE/MAD (steps 1, 3); the result: 2 per image
+    assert len(reads) <= ends + 2 * 2 + 2 * 2 < res.iterations
 
 
 def test_host_values_reads_tensors_in_one_go():

@@ -373,7 +373,7 @@ def host_values(values: dict) -> dict:
     keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
     if not keys:
         return dict(values)
-    flat = torch.cat([values[k].detach().reshape(-1).float() for k in keys]).tolist()
+    flat = torch.cat([values[k].detach().reshape(-1).double() for k in keys]).tolist()  # exact for fp32/fp64
     out, i = dict(values), 0
     for k in keys:
         n = values[k].numel()
