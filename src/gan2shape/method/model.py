@@ -107,7 +107,9 @@ class GAN2Shape(nn.Module):
         return torch.autocast(self.amp, dtype=torch.bfloat16)
 
     def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Encoder ``name`` (netEnc, netV, netL) on ``x``; float32 output (bf16 inside in fast mode)."""
+        """Encoder ``name`` (netEnc, netV, netL) on ``x``; in fast mode bf16 inside, float32 out."""
+        if self.amp is None:
+            return self.nets[name](x)
         with self._amp():
             return self.nets[name](x).float()
 
