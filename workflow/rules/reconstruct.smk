@@ -1,4 +1,24 @@
 # GAN2Shape per image (one job per image and prior; resumable from its checkpoint).
+# Several GPUs (params.yaml `gpus`): job i (gan2shape.sharding.job_index) runs on gpus[i mod G] and
+# claims resource gpu_<id>; `--resources gpu=G gpu_0=1 gpu_1=1 ...` runs one job per GPU at a time.
+GPUS = [int(g) for g in config["gpus"]]
+
+
+def reconstruct_index(wildcards):
+    """The job's index: its (prior, image) position in the dataset's DAG (benchmark images: by name)."""
+    return job_index(wildcards.image, IMAGES, wildcards.prior, PRIORS)
+
+
+def reconstruct_device(wildcards):
+    """--device of the job: cuda:<gpus[i mod G]> with gpus given, else params.yaml's device."""
+    return device_of(reconstruct_index(wildcards), config["device"], GPUS)
+
+
+def _gpu_slot(wildcards, gpu):
+    return gpu_resources(reconstruct_index(wildcards), GPUS)[f"gpu_{gpu}"]
+
+
+GPU_SLOTS = {f"gpu_{d}": functools.partial(_gpu_slot, gpu=d) for d in GPUS}
 
 
 rule reconstruct:
@@ -40,9 +60,11 @@ rule reconstruct:
         every=config["reconstruct"]["checkpoint_every"],
         flags="",  # further reconstruct flags (the synthetic benchmark adds its own)
         seed=config["seed"],
-        device=config["device"],
+        device=reconstruct_device,
+        mode=config["mode"],
     resources:
         gpu=1,
+        **GPU_SLOTS,
     log:
         f"{RES}/logs/reconstruct/{{prior}}/{{image}}.log",
     benchmark:
@@ -55,5 +77,5 @@ rule reconstruct:
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
         "--optimizers {params.optimizers} --optimizer {params.optimizer} {params.bins} --seed {params.seed} "
-        "--device {params.device} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
+        "--device {params.device} --mode {params.mode} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
         "{params.flags} --progress --out {params.out} > {log} 2>&1"

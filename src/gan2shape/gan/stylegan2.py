@@ -33,6 +33,7 @@ Checkpoint I/O: :func:`load_stylegan2`, :func:`save_stylegan2` (official dict fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -49,7 +50,7 @@ from torch import nn
 from ..io import CheckpointError, atomic_torch_save, safe_torch_load
 
 __all__ = [
-    "upfirdn2d", "fused_leaky_relu", "make_kernel", "channel_table",
+    "upfirdn2d", "upfirdn2d_ref", "efficient_ops", "fused_leaky_relu", "make_kernel", "channel_table",
     "PixelNorm", "EqualLinear", "EqualConv2d", "FusedLeakyReLU", "Blur", "Upsample",
     "ModulatedConv2d", "NoiseInjection", "ConstantInput", "StyledConv", "ToRGB", "Generator",
     "ConvLayer", "ResBlock", "Discriminator",
@@ -70,9 +71,67 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, negative_slope: float 
     return F.leaky_relu(x + bias.view(shape), negative_slope=negative_slope) * scale
 
 
+_EFFICIENT = [False]  # efficient_ops() switch (a list: a module-level mutable flag)
+
+
+@contextlib.contextmanager
+def efficient_ops(enabled: bool = True):
+    """Within the block, :func:`upfirdn2d` and :class:`ModulatedConv2d` use their efficient
+    formulations (depthwise/transposed FIR convolutions; modulation of the activations instead of
+    per-sample grouped weights, channels-last on CUDA). Same results as the reference up to
+    floating-point rounding (tests/test_fast.py); the fast mode turns it on."""
+    saved = _EFFICIENT[0]
+    _EFFICIENT[0] = enabled
+    try:
+        yield
+    finally:
+        _EFFICIENT[0] = saved
+
+
 def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
               pad: Sequence[int] = (0, 0)) -> torch.Tensor:
     """Upsample (zero insertion), pad, FIR-filter (true convolution, i.e. flipped kernel), downsample.
+
+    ``x``: B×C×H×W; ``kernel``: kh×kw; ``pad``: (p0, p1) for both axes or (x0, x1, y0, y1);
+    negative pads crop. Output side: ``(H*up + p0 + p1 - kh) // down + 1``.
+    :func:`upfirdn2d_ref` is the reference; under :func:`efficient_ops` one depthwise convolution
+    (a stride-``up`` transposed convolution when upsampling) replaces zero insertion and the
+    (B·C)×1-channel convolution.
+    """
+    if not _EFFICIENT[0]:
+        return upfirdn2d_ref(x, kernel, up, down, pad)
+    return upfirdn2d_depthwise(x, kernel, up, down, pad)
+
+
+def upfirdn2d_depthwise(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+                        pad: Sequence[int] = (0, 0)) -> torch.Tensor:
+    """:func:`upfirdn2d` as one depthwise (transposed) convolution with ``groups = C``."""
+    if len(pad) == 2:
+        px0, px1, py0, py1 = pad[0], pad[1], pad[0], pad[1]
+    elif len(pad) == 4:
+        px0, px1, py0, py1 = pad
+    else:
+        raise ValueError(f"pad must have 2 or 4 entries, got {pad}")
+    c = x.shape[1]
+    kh, kw = kernel.shape
+    dtype = x.dtype if not torch.is_autocast_enabled(x.device.type) else torch.get_autocast_dtype(x.device.type)
+    if up > 1:
+        # zero insertion + pad + FIR = a stride-up transposed convolution with the (unflipped) kernel,
+        # its full output cropped/padded: out[o] = full[o + kh - 1 - p0]
+        w = kernel.to(dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+        out = F.conv_transpose2d(x.to(dtype), w, stride=up, groups=c)
+        out = F.pad(out, (px0 - kw + 1, up + px1 - kw, py0 - kh + 1, up + py1 - kh))
+    else:
+        w = torch.flip(kernel, [0, 1]).to(dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+        out = F.conv2d(F.pad(x.to(dtype), (px0, px1, py0, py1)), w, groups=c)
+    if down > 1:
+        out = out[:, :, ::down, ::down]
+    return out
+
+
+def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: Sequence[int] = (0, 0)) -> torch.Tensor:
+    """The reference: upsample (zero insertion), pad, FIR-filter (true convolution, i.e. flipped kernel), downsample.
 
     ``x``: B×C×H×W; ``kernel``: kh×kw; ``pad``: (p0, p1) for both axes or (x0, x1, y0, y1);
     negative pads crop. Output side: ``(H*up + p0 + p1 - kh) // down + 1``.
@@ -251,6 +310,36 @@ class ModulatedConv2d(nn.Module):
                 f"upsample={self.upsample}, downsample={self.downsample}, demodulate={self.demodulate}")
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        if _EFFICIENT[0]:
+            return self.forward_activations(x, style)
+        return self.forward_ref(x, style)
+
+    def forward_activations(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Efficient form (StyleGAN2-ADA's non-fused modulation): scale the input channels by the
+        style, convolve the whole batch with the shared weight, scale the output channels by the
+        demodulation coefficients. Equal to :meth:`forward_ref` up to rounding; one dense
+        convolution instead of a B-group one (tensor cores, channels-last on CUDA)."""
+        b = x.shape[0]
+        s = self.modulation(style)                                   # B×Cin
+        weight = self.scale * self.weight[0]                         # Cout×Cin×k×k
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = x * s.view(b, -1, 1, 1).to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2)
+        elif self.downsample:
+            out = F.conv2d(self.blur(x), weight, padding=0, stride=2)
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        if self.demodulate:
+            # d[b, o] = rsqrt(Σ_{i,kh,kw} (scale·W[o,i]·s[b,i])² + eps), in fp32
+            wsq = weight.float().pow(2).sum([2, 3])                  # Cout×Cin
+            d = torch.rsqrt(s.float().pow(2) @ wsq.t() + self.eps)   # B×Cout
+            out = out * d.view(b, -1, 1, 1).to(out.dtype)
+        return self.blur(out) if self.upsample else out
+
+    def forward_ref(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """The reference (rosinality's fused modulation): per-sample weights, grouped convolution."""
         b, cin, h, w = x.shape
         k = self.kernel_size
         # modulate the weight per sample, then demodulate (unit norm per output channel)

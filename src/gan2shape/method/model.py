@@ -12,6 +12,7 @@ group sharing one model and K independent models (:mod:`.stacked`) run the same 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Sequence
@@ -93,6 +94,28 @@ class GAN2Shape(nn.Module):
         self.register_buffer("light_mean", viewlight.light.mean.clone() if cfg.add_mean_light else torch.zeros(4))
         # diagnostic hook replacing the projected samples (cfg.projection != "gan"); see gan2shape.diagnostics
         self.projection_hook: Callable | None = None
+        # fast mode (set by stacked.fast_view / StackedGAN2Shape): bf16 autocast of the encoders
+        # netEnc, netV, netL on this device type (None: fp32), and no host syncs in the steps (loss
+        # terms and metrics stay tensors; the trainer reads them every log_every iterations)
+        self.amp: str | None = None
+        self.sync_free = False
+
+    def _amp(self):
+        """bf16 autocast for an encoder's forward in fast mode; nothing otherwise."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.amp, dtype=torch.bfloat16)
+
+    def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Encoder ``name`` (netEnc, netV, netL) on ``x``; in fast mode bf16 inside, float32 out."""
+        if self.amp is None:
+            return self.nets[name](x)
+        with self._amp():
+            return self.nets[name](x).float()
+
+    def _log(self, terms: dict, per_image: bool) -> dict:
+        """Loss terms for the log: floats/lists (one device sync) or, sync-free, the K-vector tensors."""
+        return dict(terms) if self.sync_free else _log_terms(terms, per_image)
 
     @property
     def G(self):
@@ -148,10 +171,10 @@ class GAN2Shape(nn.Module):
         return depth
 
     def predict_view(self, image: torch.Tensor) -> torch.Tensor:
-        return self.nets["netV"](image) + self.view_mean
+        return self.encode("netV", image) + self.view_mean
 
     def predict_light(self, image: torch.Tensor) -> torch.Tensor:
-        return self.nets["netL"](image) + self.light_mean
+        return self.encode("netL", image) + self.light_mean
 
     @torch.no_grad()
     def gan_image(self, target: Target) -> torch.Tensor:
@@ -208,15 +231,20 @@ class GAN2Shape(nn.Module):
                   + smoothness(s_diff, reduction="none").view(nb, k).mean(0))
         loss = l1 + c.lam_perc * perc + c.lam_smooth * smooth
         terms = _detached(k, l1=l1, perc=perc, smooth=smooth)
-        out = Step1Output(loss=loss.reshape(k) if per_image else loss.sum(), losses=_log_terms(terms, per_image),
+        out = Step1Output(loss=loss.reshape(k) if per_image else loss.sum(), losses=self._log(terms, per_image),
                           depth=depth, albedo=albedo, normals=normals, view=view, light=light, k_a=k_a, k_d=k_d,
                           shading=shading, recon=recon, recon_depth=recon_depth, valid=valid, terms=terms)
         if target.gt_depth is not None:
             with torch.no_grad():
                 m = depth_metrics(recon_depth[:k].detach(), target.gt_depth, self.renderer.normals,
                                   max_valid_depth=c.max_depth + (c.max_depth - c.min_depth) / 2)
-            out.metrics = {key: float(v.mean()) for key, v in m.items()}
-            out.image_metrics = [{key: float(v[i].mean()) for key, v in m.items()} for i in range(k)]
+            if self.sync_free:  # 0-d tensors, read by the trainer when it logs
+                per = {key: v.reshape(k, -1).mean(1) for key, v in m.items()}
+                out.metrics = {key: v.mean() for key, v in per.items()}
+                out.image_metrics = [{key: v[i] for key, v in per.items()} for i in range(k)]
+            else:
+                out.metrics = {key: float(v.mean()) for key, v in m.items()}
+                out.image_metrics = [{key: float(v[i].mean()) for key, v in m.items()} for i in range(k)]
         return out
 
     def canonical_mask(self, target: Target, depth: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
@@ -237,6 +265,9 @@ class GAN2Shape(nn.Module):
             raise ValueError(f"{k} canonical states need {k} random generators, got {len(gens)}")
         draws = [(sample_views(self.viewlight, n, c.view_scale, g), *sample_lights(n, c.rand_light, g)) for g in gens]
         raw_views, light_dir, light_r = (torch.cat([d[j] for d in draws]) for j in range(3))
+        if self.sync_free and self.device.type == "cuda":  # pinned, non-blocking upload (no stream sync)
+            raw_views, light_dir, light_r = (t.pin_memory().to(self.device, non_blocking=True)
+                                             for t in (raw_views, light_dir, light_r))
         args = (raw_views, light_dir, light_r, c.rand_light[6], c.xyz_rotation_range, c.xy_translation_range,
                 c.z_translation_range)
         pseudo, pmask = render_pseudo_samples(self.renderer, state, *args)
@@ -247,9 +278,9 @@ class GAN2Shape(nn.Module):
         c = self.cfg
         k, n = target.image.shape[0], c.n_p
         pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, n, generator, True)
-        e = self.nets["netEnc"](pseudo)
+        e = self.encode("netEnc", pseudo)
         if c.relative_enc:
-            e = (e.unflatten(0, (k, n)) - self.nets["netEnc"](target.gan_image).unsqueeze(1)).flatten(0, 1)
+            e = (e.unflatten(0, (k, n)) - self.encode("netEnc", target.gan_image).unsqueeze(1)).flatten(0, 1)
         dw = self.mapper(e)
         proj = generate_projected(self.G, target.latent.repeat_interleave(n, 0), dw, c.image_size, c.crop,
                                   target.origin_size)
@@ -265,7 +296,7 @@ class GAN2Shape(nn.Module):
                                  f"gan2shape.diagnostics.install_projection(model)")
             proj = self.projection_hook(self, target, pseudo, raw_views, light_dir, light_r)
         terms = _detached(k, l1=l1, dfeat=lfeat, reg=reg)
-        return (loss.reshape(k) if per_image else loss.sum()), _log_terms(terms, per_image), proj.detach(), pmask
+        return (loss.reshape(k) if per_image else loss.sum()), self._log(terms, per_image), proj.detach(), pmask
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
     def step3(self, target: Target, proj: torch.Tensor, proj_mask: torch.Tensor, flip: bool = False,
@@ -293,7 +324,7 @@ class GAN2Shape(nn.Module):
         perc = sum(self._perc(recon[i * m:(i + 1) * m], proj, mask, groups=k) for i in range(nb))
         loss = s1.loss + l1 + c.lam_perc * perc
         terms = {**{f"target_{key}": v for key, v in s1.terms.items()}, **_detached(k, proj_l1=l1, proj_perc=perc)}
-        return (loss.reshape(k) if per_image else loss.sum()), _log_terms(terms, per_image), s1
+        return (loss.reshape(k) if per_image else loss.sum()), self._log(terms, per_image), s1
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ Random numbers: image i draws its pseudo-sample views/lights and its pool shuffl
 ``torch.Generator`` seeded like :meth:`Trainer.fit` seeds it, so a batched run equals K
 sequential :meth:`Trainer.fit` runs up to floating-point rounding.
 
-``fast=True`` (throughput mode) allows TF32 matmuls/convolutions and runs the frozen GAN
-(generator and discriminator features) under bf16 autocast; the default is exact fp32.
+``fast=True`` (the fast mode, :func:`fast_view` for a shared model): the frozen GAN (generator,
+discriminator features, perceptual net) runs under bf16 autocast with the efficient StyleGAN2 ops
+(:func:`~gan2shape.gan.stylegan2.efficient_ops`) and channels-last inputs, the encoders netEnc,
+netV, netL under bf16 autocast, everything else (depth and albedo nets, normals, rasterisation,
+losses, optimiser) in fp32; the steps make no host syncs (``sync_free``). The trainer adds TF32
+and cuDNN autotuning. The default is exact fp32.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..gan.stylegan2 import efficient_ops
 from .config import NET_NAMES
 from .model import GAN2Shape, Target
 
-__all__ = ["StackedNet", "StackedGAN2Shape", "stack_targets"]
+__all__ = ["StackedNet", "StackedGAN2Shape", "stack_targets", "fast_view", "fast_frozen"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +84,8 @@ class StackedNet(nn.Module):
 
 
 class _Autocast(nn.Module):
-    """A frozen net whose ``forward`` and ``features`` run under bf16 autocast; outputs float32."""
+    """A frozen net whose ``forward`` and ``features`` run under bf16 autocast with the efficient
+    StyleGAN2 ops (image inputs channels-last on CUDA); outputs float32."""
 
     def __init__(self, net: nn.Module, device_type: str):
         super().__init__()
@@ -94,13 +100,43 @@ class _Autocast(nn.Module):
             return type(x)(_Autocast._float(v) for v in x)
         return x
 
+    def _args(self, args):
+        if self.device_type != "cuda":
+            return args
+        return tuple(a.contiguous(memory_format=torch.channels_last)
+                     if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+
     def forward(self, *args, **kwargs):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self._float(self.net[0](*args, **kwargs))
+        with torch.autocast(self.device_type, dtype=torch.bfloat16), efficient_ops():
+            return self._float(self.net[0](*self._args(args), **kwargs))
 
     def features(self, *args, **kwargs):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self._float(self.net[0].features(*args, **kwargs))
+        with torch.autocast(self.device_type, dtype=torch.bfloat16), efficient_ops():
+            return self._float(self.net[0].features(*self._args(args), **kwargs))
+
+    def __getattr__(self, name):  # the wrapped net's attributes (style_dim, n_latent, ...)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "net" not in self.__dict__:
+                raise
+            return getattr(self.__dict__["net"][0], name)
+
+
+def fast_frozen(model: GAN2Shape) -> dict:
+    """``model``'s frozen components wrapped for the fast mode (bf16 autocast, efficient ops)."""
+    dev = model.device.type
+    return {key: (None if m is None else _Autocast(m, dev)) for key, m in model._frozen.items()}
+
+
+def fast_view(model: GAN2Shape) -> GAN2Shape:
+    """The fast mode of a shared model: a shallow copy sharing its networks, buffers, renderer and
+    frozen nets, with the frozen nets wrapped (:func:`fast_frozen`), bf16 encoders and no host syncs."""
+    view = copy.copy(model)  # the module dicts are shared: training the view trains ``model``
+    view._frozen = fast_frozen(model)
+    view.amp = model.device.type
+    view.sync_free = True
+    return view
 
 
 class StackedGAN2Shape(GAN2Shape):
@@ -114,12 +150,9 @@ class StackedGAN2Shape(GAN2Shape):
         self.k = k
         self.nets = nn.ModuleDict({n: StackedNet(model.nets[n], k) for n in NET_NAMES})
         self.renderer = model.renderer
-        frozen = dict(model._frozen)
-        if fast:
-            dev = model.device.type
-            frozen["G"] = _Autocast(frozen["G"], dev)
-            frozen["Dgan"] = _Autocast(frozen["Dgan"], dev)
-        self._frozen = frozen
+        self._frozen = fast_frozen(model) if fast else dict(model._frozen)
+        self.amp = model.device.type if fast else None
+        self.sync_free = fast
         self.mapper = model.mapper
         self.viewlight = model.viewlight
         self.projection_hook = model.projection_hook

@@ -32,7 +32,7 @@ from .group import Group, TargetState, fingerprint
 from .model import GAN2Shape, Target
 from .optim import step_optimizers
 from .prefit import depth_prior_loss
-from .stacked import StackedGAN2Shape
+from .stacked import StackedGAN2Shape, fast_view
 
 log = logging.getLogger("gan2shape")
 
@@ -103,7 +103,7 @@ class Trainer:
         self.log_every = log_every
         self.progress = progress
         self.on_log = on_log
-        self.fast = fast              # independent models: TF32 + bf16 autocast of the frozen GAN
+        self.fast = fast              # the fast mode (stacked.fast_view): bf16/TF32 kernels, host syncs only when logging
         self.initial_state = model.nets_state()   # the reset snapshot (random init or pretrain)
         self.pretrained_depth = False
 
@@ -142,7 +142,10 @@ class Trainer:
         if gens is None:
             gens = ([torch.Generator().manual_seed(c.seed) for _ in targets] if independent
                     else [torch.Generator().manual_seed(c.seed)] * len(targets))
-        model = StackedGAN2Shape(m, len(targets), fast=self.fast) if independent else m
+        if independent:
+            model = StackedGAN2Shape(m, len(targets), fast=self.fast)
+        else:
+            model = fast_view(m) if self.fast else m
         states = list(states) if states is not None else [TargetState.new(m.device) for _ in targets]
         return Group(model, targets, states, list(gens), independent)
 
@@ -151,26 +154,33 @@ class Trainer:
 
     @contextlib.contextmanager
     def precision(self):
-        """``fast``: TF32 matmuls/convolutions for the duration of a fit; otherwise exact fp32."""
+        """``fast``: TF32 matmuls/convolutions and cuDNN autotuning (the step shapes are fixed) for
+        the duration of a fit; otherwise exact fp32."""
         if not self.fast:
             yield
             return
-        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        b = torch.backends
+        saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
+        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = True
         try:
             yield
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
 
     # -- one iteration of a phase on a group ------------------------------------------------------
-    def iteration(self, phase: Phase, group: Group, opts: dict, random_pool: bool = False) -> list[dict]:
+    def iteration(self, phase: Phase, group: Group, opts: dict, random_pool: bool = False,
+                  sync: bool = True) -> list[dict]:
         """One gradient iteration of ``phase``; returns the logged terms: one dict per image
-        (independent models) or one dict of means over the group (shared model)."""
+        (independent models) or one dict of means over the group (shared model).
+
+        ``sync=False`` (the fast mode between log iterations): no finite-loss check and nothing read
+        back to the host; returns []. A non-finite loss then surfaces at the next log iteration
+        (the nets stay non-finite once a step has made them so)."""
         m, c, t = group.model, self.cfg, group.target
         n = c.n_p
         if phase.step == 0:
             loss = depth_prior_loss(m, t.image, t.prior)
-            terms = {"prior_mse": loss.detach().tolist()}
+            terms = {"prior_mse": loss.detach()}
         elif phase.step == 1:
             out = m.step1(t, flip=phase.flip, grad_nets=STEP_NETS[1], per_image=True)
             loss, terms = out.loss, dict(out.losses)
@@ -200,20 +210,26 @@ class Trainer:
             if c.use_mask and t.mask is not None:
                 group.set_canon_mask(m.canonical_mask(t, s1.depth, s1.view).detach())
             group.set_metrics(s1.image_metrics)
-        losses = loss.detach().tolist()
-        bad = [name for name, v in zip(group.names, losses) if not math.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"{', '.join(bad)}: loss is not finite in stage {phase.stage} step {phase.step}")
+        if sync:
+            read = host_values({**terms, "loss": loss.detach()})   # one device sync
+            losses = read.pop("loss")
+            terms = read
+            bad = [name for name, v in zip(group.names, losses) if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(f"{', '.join(bad)}: loss is not finite in stage {phase.stage} step {phase.step}")
         for o in opts.values():
             o.zero_grad(set_to_none=True)
         # independent: image i's nets get the gradient of image i's loss only; shared: the mean
         (loss.sum() if group.independent else loss.mean()).backward()
         for o in opts.values():
             o.step()
+        if not sync:
+            return []
         logs = [{**{key: v[i] for key, v in terms.items()}, "loss": losses[i]} for i in range(len(group))]
         if phase.step in (1, 3) and group.has_metrics():  # ground-truth accuracy of this forward
             for e, st in zip(logs, group.states):
-                e.update(side=st.last_metrics["side"], mad=st.last_metrics["mad"])
+                m = host_values({"side": st.last_metrics["side"], "mad": st.last_metrics["mad"]})
+                e.update(side=m["side"], mad=m["mad"])
         if group.independent:
             return logs
         return [{key: sum(e[key] for e in logs) / len(logs) for key in logs[0]}]
@@ -250,9 +266,9 @@ class Trainer:
         p = self.predict(group)
         metrics = []
         for st, final in zip(group.states, p["metrics"]):
-            d = dict(st.last_metrics or {})
+            d = host_values(st.last_metrics or {})
             if final:
-                d.update({f"final_{key}": v for key, v in final.items()})
+                d.update({f"final_{key}": v for key, v in host_values(final).items()})
             metrics.append(d)
         if group.independent:
             log_all = sorted(({"image": name, **e} for name, lg in zip(group.names, logs) for e in lg),
@@ -316,12 +332,14 @@ class Trainer:
                     for name, o in opts.items():
                         o.load_state_dict(opt_state[name])
                 for it in range(start, phase.n):
-                    entries = self.iteration(phase, group, opts)
+                    log_now = (global_it + 1) % self.log_every == 0 or it == phase.n - 1
+                    # the fast mode reads losses back (and checks them) only when it logs
+                    entries = self.iteration(phase, group, opts, sync=log_now or not self.fast)
                     global_it += 1
                     done += 1
                     if pbar is not None:
                         pbar.update(1)
-                    if global_it % self.log_every == 0 or it == phase.n - 1:
+                    if log_now:
                         for i, (lg, terms) in enumerate(zip(logs, entries)):
                             entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step, **terms}
                             lg.append(entry)
@@ -347,6 +365,21 @@ class Trainer:
             if pbar is not None:
                 pbar.close()
             return self.result(group, logs, elapsed + time.perf_counter() - t0, global_it, interrupted)
+
+
+def host_values(values: dict) -> dict:
+    """A log entry with its tensor values read back to the host in one device sync (0-d -> float,
+    vectors -> lists of floats); other values unchanged."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return dict(values)
+    flat = torch.cat([values[k].detach().reshape(-1).double() for k in keys]).tolist()  # exact for fp32/fp64
+    out, i = dict(values), 0
+    for k in keys:
+        n = values[k].numel()
+        out[k] = flat[i:i + n] if values[k].dim() > 0 else flat[i]
+        i += n
+    return out
 
 
 class Checkpoint:

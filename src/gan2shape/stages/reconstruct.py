@@ -28,11 +28,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         v = getattr(args, opt)
         if v is not None and len(v) != n:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
-    if args.fast and not args.independent:
-        raise SystemExit("--fast applies to --independent runs only")
     check_args(args, cfg)
     model = build_model(args, cfg)
-    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.fast)
+    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.mode == "fast")
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = []
@@ -114,8 +112,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--independent", action="store_true",
                    help="several --image: train one independent model per image, all in one batch (as separate "
                         "runs would, outputs in --out/<name>/); default: one model shared by the group")
-    r.add_argument("--fast", action="store_true",
-                   help="with --independent: TF32 and bf16 autocast of the frozen GAN (default: exact fp32)")
+    r.add_argument("--mode", choices=["faithful", "fast"], default="faithful",
+                   help="faithful: exact fp32 (default); fast: the same loop with bf16 autocast of the frozen GAN, "
+                        "perceptual net and encoders, efficient StyleGAN2 ops, TF32, channels-last, and host "
+                        "syncs only every --log-every iterations (docs/speed.md)")
+    r.add_argument("--fast", dest="mode", action="store_const", const="fast", help="alias of --mode fast")
     add_method_flags(r)
     add_model_flags(r)
     r.set_defaults(func=cmd_reconstruct)
