@@ -83,21 +83,21 @@ def build_world(scale: str, device: str, tiny: bool, n_images: int, faithful_sch
         ck = load_stylegan2(ROOT / "models/synthetic_gan.pt", device="cpu")
         G, D = ck.generator, ck.discriminator
         size = 32 if tiny else 64
-        cfg = preset("synface", image_size=size, batchsize=2 if tiny else 16, crop=None, use_mask=True)
+        cfg = preset("synface", image_size=size, n_p=2 if tiny else 16, crop=None, use_mask=True)
         category = "synthetic"
     elif scale == "celeba":
         gsize, width = (32, 32) if tiny else (128, 512)
         G = Generator(gsize, style_dim=width, n_mlp=4 if tiny else 8, channel_multiplier=1, channel_max=width)
         D = Discriminator(max(gsize, 64), channel_multiplier=1, channel_max=width)
         size = 32 if tiny else 128
-        cfg = preset("celeba", image_size=size, batchsize=2 if tiny else 16)
+        cfg = preset("celeba", image_size=size, n_p=2 if tiny else 16)
         category = "face"
     elif scale == "car":
         gsize, width = (64, 32) if tiny else (512, 512)
         G = Generator(gsize, style_dim=width, n_mlp=4 if tiny else 8, channel_multiplier=2, channel_max=width)
         D = Discriminator(gsize, channel_multiplier=2, channel_max=width)
         size = 32 if tiny else 128
-        cfg = preset("car", image_size=size, batchsize=2 if tiny else 8)
+        cfg = preset("car", image_size=size, n_p=2 if tiny else 8)
         category = "car"
     else:
         raise ValueError(f"unknown scale {scale!r}")
