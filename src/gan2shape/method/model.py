@@ -108,7 +108,9 @@ class GAN2Shape(nn.Module):
 
     def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Encoder ``name`` (netEnc, netV, netL) on ``x``; in fast mode bf16 inside, float32 out."""
-        if self.amp is None:
+        # K stacked encoders run under vmap, where CUDA autocast does not reach every conv (measured on
+        # an H200: "Input type BFloat16 and bias type float"): they stay fp32
+        if self.amp is None or getattr(self.nets[name], "vmapped", False):
             return self.nets[name](x)
         with self._amp():
             return self.nets[name](x).float()

@@ -50,6 +50,8 @@ class StackedNet(nn.Module):
     statistics (no BatchNorm); the GAN2Shape nets use Conv/ConvTranspose/GroupNorm only.
     """
 
+    vmapped = True  # applied through vmap (see GAN2Shape.encode)
+
     def __init__(self, net: nn.Module, k: int):
         super().__init__()
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
