@@ -27,15 +27,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from gan2shape.gan.stylegan2 import Discriminator, Generator
 from gan2shape.method.losses import PerceptualLoss
-from gan2shape.method.sampling import ProjectionPool, ViewLightDistribution
-from gan2shape.method.trainer import (
-    GAN2Shape,
-    Phase,
-    Target,
-    TargetState,
-    Trainer,
-    preset,
-)
+from gan2shape.method.config import preset
+from gan2shape.method.model import GAN2Shape, Target
+from gan2shape.method.sampling import ViewLightDistribution
+from gan2shape.method.trainer import Phase, Trainer
 
 # kernel name → category (first match wins)
 CATEGORIES = [
@@ -101,18 +96,16 @@ def main() -> None:
     model, target = build(device, dry)
     tr = Trainer(model)
     tr.reset()
-    target.gan_image = model.gan_image(target)
-    st = TargetState(pool=ProjectionPool(model.device))
-    gen = torch.Generator().manual_seed(0)
+    group = tr.group([target])
     out_dir = Path(os.environ["OUT"]) if "OUT" in os.environ else None
     res, lines = {"device": "cpu (dry run)" if dry else torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": {}}, []
     handles = scopes(model)
     for step in (1, 2, 3):
-        opts = tr._optimizers(step, None)
+        opts = tr.optimizers(step, group, None)
         phase = Phase(0, 0, step, 1, flip=step == 3)
 
         def it(phase=phase, opts=opts):
-            tr._iteration(phase, [target], [st], opts, gen)
+            tr.iteration(phase, group, opts)
         ts = []
         for i in range(3 if dry else 7):
             sync(device)
@@ -149,7 +142,7 @@ def main() -> None:
         lines += [f"    {k:<40}{v:8.2f} ms" for k, v in comp.items()]
         lines.append(table)
         if step == 2:
-            tr._collect([target], [st], gen)
+            tr.collect(group)
     for h in handles:
         h.remove()
     text = "\n".join(lines)

@@ -128,8 +128,8 @@ class MethodConfig:
             self.border_depth = 0.7 * self.max_depth + 0.3 * self.min_depth
         if self.step3_pool not in ("original", "last_batch"):
             raise ValueError(f"step3_pool must be 'original' or 'last_batch', got {self.step3_pool!r}")
-        if self.projection not in ("gan", "pseudo", "oracle"):
-            raise ValueError(f"projection must be 'gan', 'pseudo' or 'oracle', got {self.projection!r}")
+        if self.projection not in ("gan", "pseudo", "oracle", "mesh_oracle"):
+            raise ValueError(f"projection must be 'gan', 'pseudo', 'oracle' or 'mesh_oracle', got {self.projection!r}")
         if self.optimizers not in ("recreate", "persistent"):
             raise ValueError(f"optimizers must be 'recreate' or 'persistent', got {self.optimizers!r}")
         if self.optimizer not in ("adam", "radam"):

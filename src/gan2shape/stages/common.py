@@ -153,9 +153,10 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizers", choices=["recreate", "persistent"], help="optimiser policy")
     g.add_argument("--optimizer", choices=["adam", "radam"],
                    help="adam (original) | radam: rectified Adam, no lr·sign(g) first step after each re-creation")
-    g.add_argument("--projection", choices=["gan", "pseudo", "oracle"],
-                   help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information) or the "
-                        "ground-truth object rendered like them ('oracle', a perfect GAN; needs --scene)")
+    g.add_argument("--projection", choices=["gan", "pseudo", "oracle", "mesh_oracle"],
+                   help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information), the "
+                        "ground truth rendered by the method's own renderer like them ('oracle', a perfect GAN; "
+                        "needs --scene), or the v1 scene mesh ('mesh_oracle', model-mismatched)")
     g.add_argument("--seed", type=nonneg_int, help="random seed")
     g.add_argument("--raster-bin-size", type=nonneg_int,
                    help="pytorch3d bin size (default: naive on the CPU, pytorch3d's bin size on CUDA; 0: naive)")

@@ -69,7 +69,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def check_args(args: argparse.Namespace, cfg) -> None:
     """Flag combinations, input files and outputs, checked before any model is built."""
-    if cfg.projection == "oracle" and not args.scene:
+    if cfg.projection in ("oracle", "mesh_oracle") and not args.scene:
         raise SystemExit("--projection oracle needs --scene (the synthetic test set's JSON records)")
     prior_name = args.prior_name if args.prior_name != "none" else None
     if args.prior and prior_name:
