@@ -219,3 +219,25 @@ def bench_methods(wildcards):
 
 def bench_dataset(wildcards):
     return f"synthetic-{wildcards.family}"
+
+
+# Several GPUs (params.yaml `gpus`): reconstruct job i (gan2shape.sharding.job_index) runs on
+# gpus[i mod G] and claims resource gpu_<id>.
+GPUS = [int(g) for g in config["gpus"]]
+
+
+def reconstruct_index(wildcards):
+    """The job's index: its (prior, image) position in the dataset's DAG (benchmark images: by name)."""
+    return job_index(wildcards.image, IMAGES, wildcards.prior, PRIORS)
+
+
+def reconstruct_device(wildcards):
+    """--device of the job: cuda:<gpus[i mod G]> with gpus given, else params.yaml's device."""
+    return device_of(reconstruct_index(wildcards), config["device"], GPUS)
+
+
+def _gpu_slot(wildcards, gpu):
+    return gpu_resources(reconstruct_index(wildcards), GPUS)[f"gpu_{gpu}"]
+
+
+GPU_SLOTS = {f"gpu_{d}": functools.partial(_gpu_slot, gpu=d) for d in GPUS}

@@ -1,26 +1,6 @@
 # GAN2Shape per image (one job per image and prior; resumable from its checkpoint).
 # Several GPUs (params.yaml `gpus`): job i (gan2shape.sharding.job_index) runs on gpus[i mod G] and
 # claims resource gpu_<id>; `--resources gpu=G gpu_0=1 gpu_1=1 ...` runs one job per GPU at a time.
-GPUS = [int(g) for g in config["gpus"]]
-
-
-def reconstruct_index(wildcards):
-    """The job's index: its (prior, image) position in the dataset's DAG (benchmark images: by name)."""
-    return job_index(wildcards.image, IMAGES, wildcards.prior, PRIORS)
-
-
-def reconstruct_device(wildcards):
-    """--device of the job: cuda:<gpus[i mod G]> with gpus given, else params.yaml's device."""
-    return device_of(reconstruct_index(wildcards), config["device"], GPUS)
-
-
-def _gpu_slot(wildcards, gpu):
-    return gpu_resources(reconstruct_index(wildcards), GPUS)[f"gpu_{gpu}"]
-
-
-GPU_SLOTS = {f"gpu_{d}": functools.partial(_gpu_slot, gpu=d) for d in GPUS}
-
-
 rule reconstruct:
     """Recover depth, albedo, view and light of one image (instance-specific training)."""
     conda:
