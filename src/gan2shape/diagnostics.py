@@ -56,14 +56,21 @@ def oracle_samples(model, target, raw_views: torch.Tensor, light_dir: torch.Tens
     return render_batch(scenes, size=c.image_size, device=model.device, warp=views)["image"]
 
 
-def oracle_projection(model, target, pseudo, raw_views, light_dir, light_r) -> torch.Tensor:
-    """Step 3 sees the ground-truth scene of each of the K images, rendered like its pseudo samples."""
-    k = target.image.shape[0]
-    n = raw_views.shape[0] // k
-    scenes = target.scene if isinstance(target.scene, list) else [target.scene]
-    return torch.cat([oracle_samples(model, replace(target, scene=s), raw_views[i * n:(i + 1) * n],
-                                     light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
-                      for i, s in enumerate(scenes)])
+def per_image_projection(samples):
+    """A projection hook that gives step 3 ``samples(model, target_i, views_i, dirs_i, strengths_i)``
+    of each of the K stacked images (its consecutive chunk of the K·N_p pseudo views and lights)."""
+    def hook(model, target, pseudo, raw_views, light_dir, light_r) -> torch.Tensor:
+        k = target.image.shape[0]
+        n = raw_views.shape[0] // k
+        scenes = target.scene if isinstance(target.scene, list) else [target.scene]
+        return torch.cat([samples(model, replace(target, scene=s), raw_views[i * n:(i + 1) * n],
+                                  light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
+                          for i, s in enumerate(scenes)])
+    return hook
+
+
+# Step 3 sees the ground-truth scene of each image, rendered like its pseudo samples (mesh oracle).
+oracle_projection = per_image_projection(oracle_samples)
 
 
 mesh_oracle_samples = oracle_samples
@@ -110,14 +117,8 @@ def consistent_oracle_samples(model, target, raw_views: torch.Tensor, light_dir:
     return out
 
 
-def consistent_oracle_projection(model, target, pseudo, raw_views, light_dir, light_r) -> torch.Tensor:
-    """Step 3 sees the self-consistent oracle's renders of each of the K images' ground truth."""
-    k = target.image.shape[0]
-    n = raw_views.shape[0] // k
-    scenes = target.scene if isinstance(target.scene, list) else [target.scene]
-    return torch.cat([consistent_oracle_samples(model, replace(target, scene=s), raw_views[i * n:(i + 1) * n],
-                                                light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
-                      for i, s in enumerate(scenes)])
+# Step 3 sees the self-consistent oracle's renders of each image's ground truth.
+consistent_oracle_projection = per_image_projection(consistent_oracle_samples)
 
 
 def true_pseudo_viewlight(raw_views: torch.Tensor, light_dir: torch.Tensor, light_r: torch.Tensor,

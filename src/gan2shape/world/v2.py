@@ -245,27 +245,34 @@ def _solve_background(g: Tensor, c: Tensor, iters: int = 60) -> Tensor:
     return (a + b) / 2
 
 
+def _albedo_table(params, device) -> dict[str, Tensor]:
+    """Every albedo parameter of the batch as a float64 tensor (leading image axis)."""
+    return {k: torch.tensor([p.albedo[k] for p in params], dtype=torch.float64, device=device) for k in params[0].albedo}
+
+
+def _lerp(rho: Tensor, colour: Tensor, w: Tensor) -> Tensor:
+    """Blend the B×3×S×S albedo towards a B×3×1×1 colour with B×S×S weights."""
+    return rho + w.unsqueeze(1) * (colour - rho)
+
+
 def _face_albedo_map(params, size, device, inside: Tensor) -> Tensor:
     x, y = _grid(size, device)
     ax = x.abs()
-    A = {k: torch.tensor([p.albedo[k] for p in params], dtype=torch.float64, device=device) for k in params[0].albedo}
+    A = _albedo_table(params, device)
     s = {k: _p(params, "shape", k, device) for k in ("brow_v", "eye_u", "eye_v", "mouth_v", "mouth_w", "y0")}
 
     def col(k):
         return A[k].view(-1, 3, 1, 1)
 
-    def lerp(rho, c, w):
-        return rho + w.unsqueeze(1) * (c - rho)
-
     B = len(params)
     rho = col("skin").expand(B, 3, size, size).clone()
     # hair above a symmetric hairline, and outside the face's sides above the ears
     hl = A["hairline"].view(-1, 1, 1) + A["hair_curve"].view(-1, 1, 1) * ax ** 2
-    rho = lerp(rho, col("hair"), torch.sigmoid((hl - y) / 0.04) * A["hair_on"].view(-1, 1, 1))
+    rho = _lerp(rho, col("hair"), torch.sigmoid((hl - y) / 0.04) * A["hair_on"].view(-1, 1, 1))
     bv = s["brow_v"] - 0.07 + 0.15 * (ax - 0.35) ** 2
-    rho = lerp(rho, col("brow"), _g(y - bv, 0.035) * torch.sigmoid((ax - 0.12) / 0.02) * torch.sigmoid((0.55 - ax) / 0.03))
-    rho = lerp(rho, col("eye"), torch.exp(-((ax - s["eye_u"]) / 0.07) ** 2 - ((y - s["eye_v"]) / 0.04) ** 2))
-    rho = lerp(rho, col("lip"), torch.exp(-((y - s["mouth_v"]) / 0.06) ** 2 - (ax / s["mouth_w"]) ** 4))
+    rho = _lerp(rho, col("brow"), _g(y - bv, 0.035) * torch.sigmoid((ax - 0.12) / 0.02) * torch.sigmoid((0.55 - ax) / 0.03))
+    rho = _lerp(rho, col("eye"), torch.exp(-((ax - s["eye_u"]) / 0.07) ** 2 - ((y - s["eye_v"]) / 0.04) ** 2))
+    rho = _lerp(rho, col("lip"), torch.exp(-((y - s["mouth_v"]) / 0.06) ** 2 - (ax / s["mouth_w"]) ** 4))
     rho = rho + (A["blush"].view(-1, 1, 1) * torch.exp(-((ax - 0.5) / 0.15) ** 2 - ((y - 0.15) / 0.15) ** 2)).unsqueeze(1) \
         * rho.new_tensor([1.0, -0.3, -0.3]).view(1, 3, 1, 1)
     noise = A["noise_amp"].view(-1, 1, 1) * torch.cos(math.pi * A["noise_fx"].view(-1, 1, 1) * x) \
@@ -276,26 +283,23 @@ def _face_albedo_map(params, size, device, inside: Tensor) -> Tensor:
 
 
 def _car_albedo_map(params, size, device, parts: dict, inside: Tensor) -> Tensor:
-    A = {k: torch.tensor([p.albedo[k] for p in params], dtype=torch.float64, device=device) for k in params[0].albedo}
+    A = _albedo_table(params, device)
     xm, y, s = parts["xm"], parts["y"], parts["s"]
 
     def col(k):
         return A[k].view(-1, 3, 1, 1)
 
-    def lerp(rho, c, w):
-        return rho + w.unsqueeze(1) * (c - rho)
-
     B = len(params)
     rho = col("paint").expand(B, 3, size, size).clone()
     stripe = A["stripe_on"].view(-1, 1, 1) * _g(y - s["yb"] - A["stripe_v"].view(-1, 1, 1) * s["H"], 0.03) * (parts["body"] > 0)
-    rho = lerp(rho, col("stripe_col"), stripe)
+    rho = _lerp(rho, col("stripe_col"), stripe)
     window = (parts["cab"] > 0) & (parts["body"] <= parts["cab"])
     win_w = torch.sigmoid((parts["top"] - 0.02 - y) / 0.015) * torch.sigmoid((y - (parts["top"] - s["cab_H"] + 0.05)) / 0.015)
-    rho = lerp(rho, col("window"), win_w * window)
-    rho = lerp(rho, col("tyre"), parts["wheels"].clamp(0, 1))
+    rho = _lerp(rho, col("window"), win_w * window)
+    rho = _lerp(rho, col("tyre"), parts["wheels"].clamp(0, 1))
     lamp_y = _g(y - (s["yb"] - 0.3 * s["H"]), 0.06) * (parts["body"] > 0)
-    rho = lerp(rho, col("head"), lamp_y * torch.sigmoid((xm / s["L"] - 0.88) / 0.03))
-    rho = lerp(rho, col("tail"), lamp_y * torch.sigmoid((-xm / s["L"] - 0.88) / 0.03))
+    rho = _lerp(rho, col("head"), lamp_y * torch.sigmoid((xm / s["L"] - 0.88) / 0.03))
+    rho = _lerp(rho, col("tail"), lamp_y * torch.sigmoid((-xm / s["L"] - 0.88) / 0.03))
     bg = col("bg") * (1 + A["bg_grad"].view(-1, 1, 1, 1) * y.unsqueeze(0).unsqueeze(0))
     return torch.where(inside.unsqueeze(1), rho, bg)
 
