@@ -190,6 +190,7 @@ def test_one_rule_through_real_slurm(slurm_cluster, tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
     shutil.copytree(ROOT / "workflow", work / "workflow")
+    shutil.copytree(ROOT / "config", work / "config")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["synthetic"].update(test_n=2, size=16, supersample=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
