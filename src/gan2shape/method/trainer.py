@@ -228,8 +228,8 @@ class Trainer:
         logs = [{**{key: v[i] for key, v in terms.items()}, "loss": losses[i]} for i in range(len(group))]
         if phase.step in (1, 3) and group.has_metrics():  # ground-truth accuracy of this forward
             for e, st in zip(logs, group.states):
-                m = host_values({"side": st.last_metrics["side"], "mad": st.last_metrics["mad"]})
-                e.update(side=m["side"], mad=m["mad"])
+                gt = host_values({"side": st.last_metrics["side"], "mad": st.last_metrics["mad"]})
+                e.update(side=gt["side"], mad=gt["mad"])
         if group.independent:
             return logs
         return [{key: sum(e[key] for e in logs) / len(logs) for key in logs[0]}]
