@@ -74,3 +74,24 @@ def tiny_target(model, name: str = "img0", seed: int = 0):
 @pytest.fixture
 def model():
     return tiny_model()
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Files of a tiny world for the stage commands: GAN checkpoint (gan.pt), one GAN sample
+    (img0.png) with its W latent (img0.pt), a disc mask (mask0.png) and the view/light MVN files."""
+    from gan2shape.data import save_png
+    from gan2shape.gan.stylegan2 import save_latent, save_stylegan2
+
+    g, d = tiny_gan()
+    save_stylegan2(tmp_path / "gan.pt", g, d)
+    z = torch.randn(1, g.style_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        w = g.style(z)
+        img, _ = g(w, input_is_w=True)
+    save_png(img[0].clamp(-1, 1), tmp_path / "img0.png")
+    save_latent(tmp_path / "img0.pt", w[0])
+    save_png(disc_mask()[0], tmp_path / "mask0.png", (0.0, 1.0))
+    viewlight().save(tmp_path / "view_mvn.pth", tmp_path / "light_mvn.pth")
+    return tmp_path
+

@@ -16,30 +16,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import disc_mask, tiny_gan, viewlight
+from conftest import disc_mask
 from gan2shape.cli import build_parser, main
 from gan2shape.data import save_png
-from gan2shape.gan.stylegan2 import save_latent, save_stylegan2
 from gan2shape.io import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
-
-
-@pytest.fixture
-def world(tmp_path):
-    """A tiny GAN, one of its samples with its W latent, a disc mask and the MVN files."""
-    g, d = tiny_gan()
-    save_stylegan2(tmp_path / "gan.pt", g, d)
-    z = torch.randn(1, g.style_dim, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        w = g.style(z)
-        img, _ = g(w, input_is_w=True)
-    save_png(img[0].clamp(-1, 1), tmp_path / "img0.png")
-    save_latent(tmp_path / "img0.pt", w[0])
-    save_png(disc_mask()[0], tmp_path / "mask0.png", (0.0, 1.0))
-    viewlight().save(tmp_path / "view_mvn.pth", tmp_path / "light_mvn.pth")
-    return tmp_path
 
 
 def _reconstruct(w: Path, out: Path, *extra: str) -> list[str]:
