@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config, tiny_model, tiny_target
 
-from gan2shape.diagnostics import install_projection, oracle_samples
+from gan2shape.diagnostics import install_projection, mesh_oracle_samples
 from gan2shape.method.config import (
     SCHEDULES,
     GeneralizedConfig,
@@ -283,9 +283,9 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     t = tiny_target(model)
     t.scene = scene
     direction = torch.nn.functional.normalize(torch.tensor([[scene.lx, scene.ly, 1.0]]), dim=1)
-    same = oracle_samples(model, t, torch.zeros(1, 6), direction, torch.zeros(1))
+    same = mesh_oracle_samples(model, t, torch.zeros(1, 6), direction, torch.zeros(1))
     assert torch.allclose(same, truth["image"], atol=1e-4)
-    brighter = oracle_samples(model, t, torch.zeros(1, 6), direction, torch.full((1,), 0.5))
+    brighter = mesh_oracle_samples(model, t, torch.zeros(1, 6), direction, torch.full((1,), 0.5))
     assert (brighter - truth["image"]).abs().max() > 0.1
     # a box re-viewed by 15° yaw and a shift: the oracle's depth is the ground truth warped by the
     # method's renderer (up to the renderer's own sub-pixel error, seen in the identity warp)
@@ -304,7 +304,7 @@ def test_oracle_projection_renders_the_ground_truth_scene_like_the_pseudo_sample
     scene0 = dataclasses.replace(scene, lx=0.0, ly=0.0)
     warped = render_batch([scene0], size=cfg.image_size, warp=view)
     light0 = torch.tensor([[0.0, 0.0, 1.0]])
-    assert torch.allclose(oracle_samples(model, dataclasses.replace(t, scene=scene0), raw, light0, torch.zeros(1)),
+    assert torch.allclose(mesh_oracle_samples(model, dataclasses.replace(t, scene=scene0), raw, light0, torch.zeros(1)),
                           warped["image"], atol=1e-5)
     # step 2 returns oracle renders, of the batch size, and refuses a target without a scene
     t.gan_image = model.gan_image(t)

@@ -33,7 +33,7 @@ def pseudo_projection(model, target, pseudo, raw_views, light_dir, light_r) -> t
 
 
 @torch.no_grad()
-def oracle_samples(model, target, raw_views: torch.Tensor, light_dir: torch.Tensor,
+def mesh_oracle_samples(model, target, raw_views: torch.Tensor, light_dir: torch.Tensor,
                    light_r: torch.Tensor) -> torch.Tensor:
     """The mesh oracle (model-mismatched, world v1): what one image's pseudo samples would show if
     the world's mesh were seen in their views and lights.
@@ -70,11 +70,7 @@ def per_image_projection(samples):
 
 
 # Step 3 sees the ground-truth scene of each image, rendered like its pseudo samples (mesh oracle).
-oracle_projection = per_image_projection(oracle_samples)
-
-
-mesh_oracle_samples = oracle_samples
-mesh_oracle_projection = oracle_projection
+mesh_oracle_projection = per_image_projection(mesh_oracle_samples)
 
 
 def canonical_truth(scene, size: int, device="cpu") -> dict:
