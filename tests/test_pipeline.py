@@ -273,7 +273,7 @@ def _demo_result():
 
 
 def test_make_demo_ends_with_dvc_commit_and_the_report_and_numbers():
-    r = subprocess.run(["make", "--no-print-directory", "-n", "demo", "STAMP=Makefile"], cwd=REPO, capture_output=True, text=True, check=True)
+    r = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.gan2shape-installed", "demo"], cwd=REPO, capture_output=True, text=True, check=True)
     lines = [line for line in r.stdout.splitlines() if line.strip()]
     assert "demo_result.py watch -- " in lines[0] and "snakemake all" in lines[0]
     assert "OMP_NUM_THREADS=2" in lines[0]
