@@ -4,7 +4,10 @@ Predictions are depth maps *in the input view* (``recon_depth.npy`` of a reconst
 map, or a constant); ground truth comes from a test set with depth. Each method is given as
 ``LABEL=PATTERN`` where ``PATTERN`` contains ``{name}`` (the image name), e.g.
 ``gan2shape=results/reconstruct/face/{name}/recon_depth.npy``; ``LABEL=constant`` is the
-constant-depth baseline.
+constant-depth baseline and ``LABEL=average`` the paper's average ground-truth depth
+(:func:`average_depth` of the evaluated images). A pattern may contain ``*`` (one folder level
+whose name the caller does not know, e.g. the group folder of a run that shared one model over
+several images); it must match exactly one file per image.
 
 A prediction with NaN or Inf values (or whose metrics are not finite) is an error naming the file;
 with ``--allow-failed`` it is counted as failed instead: ``n`` counts the images the means are over,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import io
 import logging
 import math
@@ -74,6 +78,17 @@ def evaluate_method(preds: dict[str, torch.Tensor | None], gts: dict[str, torch.
     return rows
 
 
+def average_depth(gts: torch.Tensor) -> torch.Tensor:
+    """The paper's "average GT depth" baseline of ``gts`` (``B×S×S`` or ``B×1×S×S``): per pixel, the
+    mean ground-truth depth over the images where that pixel is object (nearer than the image's
+    background, its maximum), else the mean background depth. Returns ``S×S``."""
+    d = gts.reshape(gts.shape[0], *gts.shape[-2:]).double()
+    far = d.flatten(1).amax(1).view(-1, 1, 1)
+    obj = d < far
+    mean = (d * obj).sum(0) / obj.sum(0).clamp(min=1)
+    return torch.where(obj.any(0), mean, far.mean()).to(gts.dtype)
+
+
 def summarize(rows: list[dict]) -> dict:
     """Mean and (population) standard deviation of SIDE and MAD over the images that did not fail
     (``n``); failed images are counted in ``n_failed`` and named in ``failed``."""
@@ -127,11 +142,33 @@ def plot_depth_comparison(names: list[str], images: list, preds: list[torch.Tens
 
 
 def _pred_path(pattern: str, name: str) -> Path:
-    return Path(pattern.format(name=name))
+    """The prediction file of image ``name``: ``pattern`` with ``{name}`` filled in; a ``*`` in it
+    must match exactly one file (else the error names the pattern)."""
+    path = pattern.format(name=name)
+    if "*" not in path:
+        return Path(path)
+    found = sorted(glob.glob(path))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{path}: {'no file matches' if not found else f'{len(found)} files match'} "
+                                f"(expected exactly one: {', '.join(found[:3])})")
+    return Path(found[0])
 
 
 def _read_pred(pattern: str, name: str, size: int) -> torch.Tensor:
     return load_array(_pred_path(pattern, name), size)
+
+
+def _predictions(label: str, pattern: str, names: list[str], gts: dict[str, torch.Tensor],
+                 size: int) -> dict[str, torch.Tensor]:
+    """{image: 1×S×S depth} of one ``--method LABEL=PATTERN``."""
+    if pattern == "constant":
+        return {n: torch.ones(1, size, size) for n in names}
+    if pattern == "average":
+        avg = average_depth(torch.stack([gts[n] for n in names]))[None]
+        return {n: avg for n in names}
+    if "{name}" not in pattern:
+        raise SystemExit(f"--method {label}: the pattern must contain {{name}}")
+    return {n: _read_pred(pattern, n, size) for n in names}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,13 +187,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if "=" not in spec:
             raise SystemExit(f"--method expects LABEL=PATTERN, got {spec!r}")
         label, pattern = spec.split("=", 1)
-        if pattern == "constant":
-            preds = {n: torch.ones(1, args.image_size, args.image_size) for n in names}
-        else:
-            if "{name}" not in pattern:
-                raise SystemExit(f"--method {label}: the pattern must contain {{name}}")
-            preds = {n: _read_pred(pattern, n, args.image_size) for n in names}
-        sources = {n: f"{label}: {_pred_path(pattern, n)}" if pattern != "constant" else label for n in names}
+        preds = _predictions(label, pattern, names, gts, args.image_size)
+        sources = {n: label if pattern in ("constant", "average") else f"{label}: {_pred_path(pattern, n)}"
+                   for n in names}
         methods[label] = evaluate_method(preds, gts, sources=sources, allow_failed=args.allow_failed)
     summary = {label: summarize(rows) for label, rows in methods.items()}
     save_json({"dataset": args.dataset, "images": len(names), "methods": summary}, args.out_json)
@@ -174,8 +207,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label = args.method[-1].split("=", 1)[0]
         pattern = args.method[-1].split("=", 1)[1]
         shown = names[:args.figure_images]
-        preds = [torch.ones(1, args.image_size, args.image_size) if pattern == "constant"
-                 else _read_pred(pattern, n, args.image_size) for n in shown]
+        by_name = _predictions(label, pattern, names, gts, args.image_size)
+        preds = [by_name[n] for n in shown]
         images = [Image.open(args.image.format(name=n)).convert("RGB") if args.image else
                   Image.new("RGB", (args.image_size, args.image_size)) for n in shown]
         plot_depth_comparison(shown, images, preds, [gts[n] for n in shown], label, args.figure)
@@ -230,7 +263,9 @@ def add_cli(sub) -> None:
     p.add_argument("--gt", required=True, help="ground-truth depth pattern with {name} (.npy or depth PNG)")
     p.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
                    help="depth PNG encoding (.npy files hold absolute depth)")
-    p.add_argument("--method", nargs="+", required=True, help="LABEL=PATTERN with {name}, or LABEL=constant")
+    p.add_argument("--method", nargs="+", required=True,
+                   help="LABEL=PATTERN with {name} (a * matches one unknown folder), LABEL=constant, or "
+                        "LABEL=average (the per-pixel mean ground-truth depth of the evaluated images)")
     p.add_argument("--image-size", type=positive_int, required=True)
     p.add_argument("--dataset", default="")
     p.add_argument("--out-json", required=True, type=Path)

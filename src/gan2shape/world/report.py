@@ -6,6 +6,9 @@ per-pixel mean ground-truth depth over the family's test images where the pixel 
 the paper's "average GT depth"), and the priors alone built from the ground-truth mask
 (``prior-ellipsoid`` with category ``synthetic``, ``prior-masked_box``, ``prior-smoothed_box``,
 ``prior-confidence`` = smoothed_confidence of the mask).
+
+``gan2shape world-table`` gathers per-family ``gan2shape evaluate`` files into one table of the
+same shape and keys as ``baselines.json`` (the world-v2 benchmark's ``gan2shape.json``).
 """
 
 from __future__ import annotations
@@ -20,21 +23,25 @@ import torch
 
 from ..io import atomic_write_text
 
-__all__ = ["baseline_predictions", "world_report", "add_cli"]
+__all__ = ["baseline_predictions", "world_report", "world_table", "TABLE_KEYS", "add_cli"]
 
 PRIORS = {"prior-ellipsoid": "ellipsoid", "prior-masked_box": "masked_box",
           "prior-smoothed_box": "smoothed_box", "prior-confidence": "smoothed_confidence"}
+# the numbers of one method in baselines.json / gan2shape.json (SIDE ×10⁻², MAD degrees)
+TABLE_KEYS = ("side_mean", "side_std", "mad_mean", "mad_std", "n", "mad_unit_mean", "mad_unit_std")
+NOTE = ("SIDE x1e-2, MAD degrees (mad: the original protocol's near-unit normals; mad_unit: true angle); "
+        "ground truth = the test set's input-view depth (background 1.1)")
 
 
 def baseline_predictions(records: list[dict]) -> dict[str, dict[str, torch.Tensor]]:
     """{method: {image: 1×S×S depth}} for the records of one family."""
     from ..method.priors import make_prior
+    from ..report.evaluate import average_depth
 
     names = [r["name"] for r in records]
     depth = torch.stack([r["depth"] for r in records])
     mask = torch.stack([r["mask"] for r in records])  # B×1×S×S
-    obj = depth < 1.1
-    avg = torch.where(obj.any(0), (depth * obj).sum(0) / obj.sum(0).clamp(min=1), torch.full_like(depth[0], 1.1))
+    avg = average_depth(depth)
     out = {"constant": {n: torch.ones(1, *depth.shape[1:]) for n in names},
            "average": {n: avg[None] for n in names}}
     for label, prior in PRIORS.items():
@@ -68,8 +75,7 @@ def world_report(test_root: Path, view_mvn: Path, light_mvn: Path, out_dir: Path
         for method, preds in baseline_predictions(recs).items():
             rows = evaluate_method(preds, gts)
             s = summarize(rows)
-            table[method] = {k: s[k] for k in ("side_mean", "side_std", "mad_mean", "mad_std", "n",
-                                               "mad_unit_mean", "mad_unit_std")}
+            table[method] = {k: s[k] for k in TABLE_KEYS}
             for r in rows:
                 w.writerow({"family": fam, "method": method, **r})
         baselines[fam] = table
@@ -87,8 +93,7 @@ def world_report(test_root: Path, view_mvn: Path, light_mvn: Path, out_dir: Path
         w.writeheader()
         w.writerows(rows)
         atomic_write_text(buf.getvalue(), out_dir / f"consistency_{fam}.csv")
-    note = ("SIDE x1e-2, MAD degrees (mad: the original protocol's near-unit normals; mad_unit: true angle); "
-            "ground truth = the test set's input-view depth (background 1.1); priors from the ground-truth mask")
+    note = NOTE + "; priors from the ground-truth mask"
     atomic_write_text(json.dumps({**baselines, "_note": note}, indent=1, sort_keys=True) + "\n", out_dir / "baselines.json")
     cnote = ("checks at the ground-truth canonical depth, albedo, view and light through the method's model: "
              "step1_l1 / flip_l1 = mean L1 of the step-1 render (unflipped / flip branch) vs the 8-bit test image "
@@ -98,6 +103,43 @@ def world_report(test_root: Path, view_mvn: Path, light_mvn: Path, out_dir: Path
     atomic_write_text(json.dumps({**consistency, "_note": cnote, "n_pseudo": n_pseudo}, indent=1, sort_keys=True)
                       + "\n", out_dir / "consistency.json")
     return {"baselines": baselines, "consistency": consistency}
+
+
+def world_table(evaluations: dict[str, Path], note: str = "") -> dict:
+    """{family: {method: {TABLE_KEYS..., n_failed}}, "_note": ...} of per-family ``gan2shape evaluate
+    --out-json`` files (``evaluations``: family → file); the keys and units of ``baselines.json``."""
+    out: dict = {}
+    for fam, path in evaluations.items():
+        try:
+            methods = json.loads(Path(path).read_text())["methods"]
+            out[fam] = {m: {**{k: s[k] for k in TABLE_KEYS}, "n_failed": s.get("n_failed", 0)}
+                        for m, s in methods.items()}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: file not found (the {fam} evaluation)")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a `gan2shape evaluate` file ({type(e).__name__}: {e})") from e
+    out["_note"] = NOTE + (f"; {note}" if note else "")
+    return out
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    """One table {family: {method: SIDE / MAD}} (baselines.json's keys) from per-family evaluations."""
+    evaluations = {}
+    for spec in args.evaluation:
+        fam, sep, path = spec.partition("=")
+        if not sep or not fam or not path:
+            raise SystemExit(f"--evaluation expects FAMILY=FILE, got {spec!r}")
+        if fam in evaluations:
+            raise SystemExit(f"--evaluation: family {fam!r} given twice")
+        evaluations[fam] = Path(path)
+    table = world_table(evaluations, args.note)
+    atomic_write_text(json.dumps(table, indent=1, sort_keys=True) + "\n", args.out)
+    for fam, t in table.items():
+        if fam != "_note":
+            for m, s in t.items():
+                print(f"{fam:6s} {m:36s} SIDE {s['side_mean']:.3f} ± {s['side_std']:.3f}  "
+                      f"MAD {s['mad_mean']:.2f} ± {s['mad_std']:.2f}  (n={s['n']})")
+    return 0
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -119,3 +161,9 @@ def add_cli(sub) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("results/synthetic_v2"))
     p.add_argument("--n-pseudo", type=int, default=4, help="pseudo samples per image for the pseudo check")
     p.set_defaults(func=_cmd)
+
+    t = sub.add_parser("world-table", help=_cmd_table.__doc__)
+    t.add_argument("--evaluation", nargs="+", required=True, help="FAMILY=FILE: a `gan2shape evaluate --out-json` file")
+    t.add_argument("--note", default="", help="appended to the table's _note (what the rows are)")
+    t.add_argument("--out", required=True, type=Path)
+    t.set_defaults(func=_cmd_table)
