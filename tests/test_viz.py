@@ -397,6 +397,24 @@ def test_comparison_maps_share_a_scale_and_show_side():
     assert torch.allclose(e[:, S // 2, S // 2], top, atol=1e-6)
 
 
+def test_comparison_figure_one_row_per_image(tmp_path):
+    """gan2shape comparison-figure: one row per reconstruction, 8 columns with priors (input, prior,
+    depth, ground truth, error, relit, rotated −/+), 7 without; its rows match the per-image error map."""
+    from gan2shape.cli import main
+
+    dirs, imgs = zip(*(make_reconstruction(tmp_path, n) for n in ("img0", "img1")))
+    args = ["comparison-figure", "--result-dir", *map(str, dirs), "--image", *map(str, imgs),
+            "--gt-depth", *(str(tmp_path / f"{n}_depth.npy") for n in ("img0", "img1")), "--image-size", str(S)]
+    priors = [str(tmp_path / "prior" / "ellipsoid" / f"{n}.npy") for n in ("img0", "img1")]
+    assert main(args + ["--prior-depth", *priors, "--out", str(tmp_path / "with.png")]) == 0
+    assert main(args + ["--name", "a", "b", "--out", str(tmp_path / "without.png")]) == 0
+    w, h = Image.open(tmp_path / "with.png").size
+    w2, h2 = Image.open(tmp_path / "without.png").size
+    assert w > 2 * h and w2 < w and abs(h2 - h) <= 2  # 2 rows; one column less
+    with pytest.raises(ValueError, match="2 result folders but 1 priors"):
+        main(args + ["--prior-depth", priors[0], "--out", str(tmp_path / "bad.png")])
+
+
 def test_write_image_outputs_errors(tmp_path):
     rd, img = make_reconstruction(tmp_path)
     (rd / "view.json").unlink()

@@ -5,6 +5,9 @@ depth when given) into the files of :func:`write_image_outputs`: colour maps, th
 input | prior | GAN2Shape depth | ground truth | error, relighting and rotation GIFs, meshes, a
 panel, and ``run.json`` (name, prior, the reconstruction's metrics and training log), so the
 report reads everything about an image from its figure folder.
+
+``gan2shape comparison-figure`` puts several reconstructions in one figure, one row per image
+(:func:`comparison_figure`: input | prior | depth | ground truth | error | relit | rotated).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..data import save_json
 from .frames import (canonical_texture, colorize, depth_to_color, normals_to_image, relight_frames,
                      rotate_frames, rotation_loop, save_gif, save_rgb, shading_image)
 from .meshes import save_mesh_obj, save_mesh_ply
-from .plots import image_panel
+from .plots import image_grid, image_panel
 
 # |log-depth error| (the quantity whose masked std is SIDE) mapped to the full colour range of error.png
 ERROR_MAX = 0.05
@@ -188,6 +191,69 @@ def write_image_outputs(result_dir: str | Path, input_image_path: str | Path | N
     return files
 
 
+# the light of the relit column of comparison_figure: (dx, dy, r) of ORIGINAL_RELIGHT, from the left
+COMPARISON_LIGHT = (-1.5, 0.0, 0.3)
+
+
+def comparison_figure(result_dirs: list[str | Path], images: list[str | Path], gts: list[str | Path],
+                      path: str | Path, priors: list[str | Path] | None = None, names: list[str] | None = None,
+                      image_size: int | None = None, gt_encoding: str = "unsup3d", max_yaw_deg: float = 45.0,
+                      label: str = "GAN2Shape depth", device: str = "cpu") -> Path:
+    """One row per reconstruction: input | prior (with ``priors``) | input-view depth | ground truth |
+    error (:func:`comparison_maps`) | relit in the input view (light :data:`COMPARISON_LIGHT`) |
+    the canonical shape rotated by −/+``max_yaw_deg``; each row labelled with its name, SIDE (×10⁻²)
+    and MAD (degrees)."""
+    from ..data import load_array, load_depth, load_image
+    from ..method.renderer import Renderer
+    from .evaluate import evaluate_method
+
+    n = len(result_dirs)
+    for what, v in (("images", images), ("gts", gts), ("priors", priors), ("names", names)):
+        if v is not None and len(v) != n:
+            raise ValueError(f"{path}: {n} result folders but {len(v)} {what}")
+    rows, labels = [], []
+    for i, rd in enumerate(result_dirs):
+        rd = Path(rd)
+        rec = load_reconstruction(rd, image_size)
+        S, dev = rec["size"], torch.device(device)
+        depth, albedo, view = rec["depth"].to(dev), rec["albedo"].to(dev), rec["view"].to(dev)
+        recon_depth = load_array(rd / "recon_depth.npy", S)
+        gt = load_depth(gts[i], S, encoding=gt_encoding)
+        prior = load_array(priors[i], S) if priors is not None else None
+        maps = comparison_maps(recon_depth, prior, gt)
+        renderer, mesh_renderer = Renderer(S).to(dev), Renderer(S, faithful=False).to(dev)
+        relit = relight_frames(renderer, depth, albedo, view, rec["k_a"], rec["k_d"], lights=[COMPARISON_LIGHT])
+        views = rec["view"].repeat(2, 1)
+        views[:, 1] += torch.deg2rad(torch.tensor([-max_yaw_deg, max_yaw_deg]))
+        texture = canonical_texture(renderer, depth, albedo, rec["k_a"], rec["k_d"], rec["direction"].to(dev))
+        rot = rotate_frames(mesh_renderer, depth, albedo, rec["k_a"], rec["k_d"], rec["direction"].to(dev),
+                            views.to(dev), colors=texture)
+        row = [(load_image(images[i], S)[0][0] + 1) / 2]
+        row += [maps["prior.png"]] if prior is not None else []
+        row += [maps["depth_view.png"], maps["gt.png"], maps["error.png"],
+                (relit[0].cpu() + 1) / 2, (rot[0].cpu() + 1) / 2, (rot[1].cpu() + 1) / 2]
+        rows.append(row)
+        m = evaluate_method({"x": recon_depth}, {"x": gt}, allow_failed=True)[0]
+        labels.append(f"{names[i] if names else rd.name}\nSIDE {m['side']:.2f}  MAD {m['mad']:.1f}°")
+    titles = ["input"] + (["prior"] if priors is not None else []) + [label, "ground truth", "|error|", "relit",
+                                                                       f"rotated −{max_yaw_deg:g}°",
+                                                                       f"rotated +{max_yaw_deg:g}°"]
+    return image_grid(rows, titles, path, row_labels=labels)
+
+
+def cmd_comparison_figure(args: argparse.Namespace) -> int:
+    """One figure of several reconstructions: per image input | prior | depth | ground truth | error | relit |
+    rotated."""
+    from ..stages.common import check_output_file
+
+    check_output_file(args.out, "--out")
+    path = comparison_figure(args.result_dir, args.image, args.gt_depth, args.out, priors=args.prior_depth,
+                             names=args.name, image_size=args.image_size, gt_encoding=args.gt_encoding,
+                             max_yaw_deg=args.max_yaw, label=args.label, device=args.device)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     """Figures, GIFs, meshes and run.json of one reconstruction."""
     crop = args.crop
@@ -223,3 +289,18 @@ def add_cli(sub) -> None:
     p.add_argument("--lights", default="original", choices=["original", "circle"], help="relighting set")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_figures)
+
+    c = sub.add_parser("comparison-figure", help=cmd_comparison_figure.__doc__)
+    c.add_argument("--result-dir", nargs="+", required=True, type=Path, help="`gan2shape reconstruct` image folders")
+    c.add_argument("--image", nargs="+", required=True, type=Path, help="their input images (same order)")
+    c.add_argument("--gt-depth", nargs="+", required=True, type=Path, help="their ground-truth depth (.npy or PNG)")
+    c.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
+                   help="depth PNG encoding of --gt-depth")
+    c.add_argument("--prior-depth", nargs="+", type=Path, help="the priors the runs started from (.npy; a column)")
+    c.add_argument("--name", nargs="+", help="row labels (default: the folder names)")
+    c.add_argument("--label", default="GAN2Shape depth", help="title of the depth column")
+    c.add_argument("--image-size", type=int, help="working size (default: that of depth.npy)")
+    c.add_argument("--max-yaw", type=float, default=45.0, help="yaw of the rotated columns, degrees")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--out", required=True, type=Path, help="the PNG to write")
+    c.set_defaults(func=cmd_comparison_figure)

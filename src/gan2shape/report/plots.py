@@ -31,14 +31,33 @@ def _figure(w: float, h: float):
 
 def image_panel(images: Sequence[Tensor], titles: Sequence[str], path: str | Path, dpi: int = 100) -> Path:
     """One-row figure of ``3×H×W`` (or ``H×W``) images in [0, 1] with titles."""
-    if len(images) != len(titles):
-        raise ValueError(f"{path}: {len(images)} images but {len(titles)} titles")
-    fig = _figure(2.2 * max(len(images), 1), 2.5)
-    axes = fig.subplots(1, max(len(images), 1), squeeze=False)[0]
-    for ax, img, title in zip(axes, images, titles):
-        ax.imshow(to_uint8(img, (0.0, 1.0)), interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
+    return image_grid([images], titles, path, dpi=dpi)
+
+
+def image_grid(rows: Sequence[Sequence[Tensor]], titles: Sequence[str], path: str | Path,
+               row_labels: Sequence[str] | None = None, dpi: int = 100) -> Path:
+    """A grid of ``3×H×W`` (or ``H×W``) images in [0, 1]: one list per row, ``titles`` over the
+    columns (first row), ``row_labels`` left of the rows."""
+    n_cols = len(titles)
+    if any(len(r) != len(titles) for r in rows):
+        raise ValueError(f"{path}: every row needs {len(titles)} images (one per title), got "
+                         f"{[len(r) for r in rows]}")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"{path}: {len(rows)} rows but {len(row_labels)} row labels")
+    fig = _figure(2.2 * max(n_cols, 1), 2.5 * max(len(rows), 1))
+    axes = fig.subplots(max(len(rows), 1), max(n_cols, 1), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            ax = axes[i, j]
+            ax.imshow(to_uint8(img, (0.0, 1.0)), interpolation="nearest")
+            if i == 0:
+                ax.set_title(titles[j], fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
     return _save_fig(fig, path, dpi)
 
 
