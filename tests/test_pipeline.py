@@ -57,7 +57,7 @@ def copy_repo(dest: Path, params: dict | None = None) -> Path:
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
-    for d in ("workflow", "src", "models", "data/synthetic/test"):  # also not-yet-committed files
+    for d in ("workflow", "src", "config", "models", "data/synthetic/test"):  # also not-yet-committed files
         if (REPO / d).is_dir():
             shutil.copytree(REPO / d, dest / d, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -257,6 +257,114 @@ def test_synthetic_benchmark_targets_plan_every_family_and_prior(tmp_path):
             assert f"results/synthetic_benchmark/{bench['name']}_{f}_{n}.{ext}" in r.stdout
     lint = snakemake("--lint", "--configfile", "config/benchmark.yaml", cwd=repo, check=False)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def bench_v2_repo(tmp_path: Path, images: int = 2, **over) -> tuple[Path, dict]:
+    """A repository copy whose config/benchmark_v2.yaml takes the first ``images`` images per family
+    (``over`` merged into its benchmark_v2 section), with placeholders for what is not made yet: the
+    v2 GAN and the joint pre-train (rule joint_pretrain, another branch)."""
+    repo = copy_repo(tmp_path)
+    path = repo / "config/benchmark_v2.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["benchmark_v2"] = merge(cfg["benchmark_v2"], {"images": images, **over})
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for f in (cfg["benchmark_v2"]["gan"], cfg["benchmark_v2"]["joint_pretrain"]):
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / f).touch()
+    return repo, cfg["benchmark_v2"]
+
+
+def _flag(cmd: list[str], flag: str) -> list[str] | None:
+    """The values after ``flag`` in a tokenised command line (None when absent)."""
+    if flag not in cmd:
+        return None
+    i = cmd.index(flag) + 1
+    vals = []
+    while i < len(cmd) and not cmd[i].startswith("--"):
+        vals.append(cmd[i])
+        i += 1
+    return vals
+
+
+def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
+    """`snakemake synthetic_v2_benchmark --configfile config/benchmark_v2.yaml` with 2 images per family
+    plans one batched segment and invert, every prior of every image, a depth pre-fit per image and prior
+    of the car recipe, one reconstruct job per row and unit (synface: the 2 images share a job; car: one
+    image per job), and gives every job the flags of its recipe; lint stays clean."""
+    import shlex
+
+    repo, b = bench_v2_repo(tmp_path)
+    r = snakemake("synthetic_v2_benchmark", "-n", "-p", "--cores", "16", "--resources", "gpu=14",
+                  "--configfile", "config/benchmark_v2.yaml", cwd=repo)
+    fams, n = b["families"], 2
+    assert fams == ["face2", "car2"] and len(b["priors"]) == 4  # the defaults these counts follow
+    assert planned_rules(r.stdout) == {
+        "bench2_segment": 1, "bench2_invert": 1,
+        "bench2_prior": len(fams) * n * 4,                      # ellipsoid, masked_box, smoothed_box, confidence
+        "bench2_pretrain_depth": n * 2,                         # car2 × {ellipsoid, smoothed_box}
+        # face2: synface + synface-independent (one unit of ≤ 4 images each); car2, one job per image:
+        # car-ellipsoid, car-smoothed_box, remedy and the N_p sweep's 4, 8, 16 (its 32 is car-ellipsoid)
+        "bench2_reconstruct": 2 + n * (3 + 3),
+        "bench2_evaluate": len(fams), "bench2_figure": len(fams), "bench2_table": 1, "synthetic_v2_benchmark": 1}
+    cmds = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("gan2shape reconstruct") or "Shell command: gan2shape reconstruct" in line:
+            cmd = shlex.split(line.split("gan2shape reconstruct", 1)[1].split(">")[0])
+            fam, row, _, unit = _flag(cmd, "--checkpoint")[0].split("/")[2:6]
+            cmds[(fam, row, unit.removesuffix(".ckpt"))] = cmd
+    W, face, car = b["work"], ["face2_0_00000", "face2_0_00001"], ["car2_0_00000", "car2_0_00001"]
+    rows = {(f, row) for f, row, _ in cmds}
+    assert rows == {("face2", "gan2shape-synface"), ("face2", "gan2shape-synface-independent")} | {
+        ("car2", f"gan2shape-{x}") for x in ("car-ellipsoid", "car-smoothed_box", "remedy", "car-ellipsoid-np4",
+                                             "car-ellipsoid-np8", "car-ellipsoid-np16")}
+    for row in ("gan2shape-synface", "gan2shape-synface-independent"):  # the synface protocol: 2 images, 1 model
+        cmd = cmds[("face2", row, "g00")]
+        assert [_flag(cmd, f) for f in ("--preset", "--schedule", "--np", "--crop", "--image-size")] == [
+            ["synface"], ["synface"], ["16"], ["0"], ["64"]]
+        assert _flag(cmd, "--pretrain") == [b["joint_pretrain"]] and _flag(cmd, "--name") == face
+        assert _flag(cmd, "--image") == [f"{b['test_set']}/face2/{x}.png" for x in face]
+        assert _flag(cmd, "--latent") == [f"{W}/invert/{x}.pt" for x in face]
+        assert _flag(cmd, "--mask") is None and _flag(cmd, "--out") == [f"{W}/face2/{row}/reconstruct/g00"]
+        assert (_flag(cmd, "--independent") is not None) == row.endswith("independent")
+    for (fam, row, unit), cmd in cmds.items():
+        assert _flag(cmd, "--device") == ["cuda"] and _flag(cmd, "--gt-encoding") == ["synthetic"]
+        assert len(_flag(cmd, "--gt-depth")) == len(_flag(cmd, "--scene")) == len(_flag(cmd, "--image"))
+        if fam == "face2":
+            continue
+        img = car[int(unit[1:])]  # the car recipe: one image per job, mask on, pre-fit to the row's prior
+        prior = "ellipsoid" if "ellipsoid" in row else "smoothed_box"
+        assert [_flag(cmd, f) for f in ("--preset", "--schedule", "--image", "--mask", "--pretrain", "--out")] == [
+            ["car"], ["car"], [f"{b['test_set']}/car2/{img}.png"], [f"{W}/segment/{img}_mask.png"],
+            [f"{W}/pretrain/{prior}/{img}.pth"], [f"{W}/car2/{row}/reconstruct/{unit}/{img}"]]
+        assert _flag(cmd, "--np") == [row.split("-np")[1] if "-np" in row else "32"]
+        assert (_flag(cmd, "--vl-warmup") == ["200"]) == (row == "gan2shape-remedy")
+        assert _flag(cmd, "--independent") is None
+    # the table: every row scored per family, N_p 32 of the sweep read from car-ellipsoid's runs
+    ev = next(line for line in r.stdout.splitlines() if "gan2shape evaluate" in line and "--dataset car2" in line)
+    methods = dict(m.split("=", 1) for m in _flag(shlex.split(ev.split("gan2shape evaluate", 1)[1]), "--method"))
+    assert list(methods)[:6] == ["constant", "average_gt", "prior-ellipsoid", "prior-masked_box",
+                                 "prior-smoothed_box", "prior-confidence"]
+    assert methods["average_gt"] == "average"
+    assert methods["gan2shape-car-ellipsoid-np32"] == methods["gan2shape-car-ellipsoid"] == \
+        f"{W}/car2/gan2shape-car-ellipsoid/reconstruct/*/{{name}}/recon_depth.npy"
+    assert "gan2shape-synface" not in methods
+    for f in ("gan2shape.json", "gan2shape_face2.csv", "gan2shape_car2.csv", "figure_face2.png", "figure_car2.png"):
+        assert f"{b['out']}/{f}" in r.stdout
+    lint = snakemake("--lint", "--configfile", "config/benchmark_v2.yaml", cwd=repo, check=False)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"runs": {"gan2shape-car-ellipsoid": {"recipe": "cars"}}}, "recipe 'cars' is not in benchmark_v2.recipes"),
+    ({"runs": {"gan2shape-synface": {"prior": "ellipsoid"}}}, "starts from joint_pretrain (init: joint); drop prior:"),
+    ({"np_sweep": {"run": "gan2shape-none"}}, "np_sweep.run: 'gan2shape-none' is not an enabled run"),
+    ({"images": 65}, "lists 64 images"),
+])
+def test_world_v2_benchmark_config_errors_are_clear(tmp_path, over, message):
+    repo, _ = bench_v2_repo(tmp_path, **over)
+    r = snakemake("synthetic_v2_benchmark", "-n", "--cores", "1", "--configfile", "config/benchmark_v2.yaml",
+                  cwd=repo, check=False)
+    assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 # Helpers shared by the rules: the chosen dataset (config/datasets.yaml), the image list, per-image paths.
 # (No lambdas in rules: every input function lives here.)
 import os
+import re
+import shlex
 from pathlib import Path
 
 DS = config["dataset"]
@@ -53,6 +55,11 @@ def image_path(wildcards):
         if cand and os.path.exists(cand):
             return cand
     return f"{ROOT}/{sub}/{token}" if sub else f"{ROOT}/{token}"
+
+
+def image_wildcard(wildcards):
+    """The job's image name (reconstruct's --name)."""
+    return wildcards.image
 
 
 def latent_path(wildcards):
@@ -236,8 +243,289 @@ def reconstruct_device(wildcards):
     return device_of(reconstruct_index(wildcards), config["device"], GPUS)
 
 
-def _gpu_slot(wildcards, gpu):
-    return gpu_resources(reconstruct_index(wildcards), GPUS)[f"gpu_{gpu}"]
+def _gpu_slot(wildcards, gpu, index):
+    return gpu_resources(index(wildcards), GPUS)[f"gpu_{gpu}"]
 
 
-GPU_SLOTS = {f"gpu_{d}": functools.partial(_gpu_slot, gpu=d) for d in GPUS}
+def gpu_slots(index):
+    """The per-GPU resources gpu_<id> of the jobs whose index (gan2shape.sharding) is index(wildcards)."""
+    return {f"gpu_{d}": functools.partial(_gpu_slot, gpu=d, index=index) for d in GPUS}
+
+
+GPU_SLOTS = gpu_slots(reconstruct_index)
+
+
+# The world-v2 benchmark (rules/benchmark_v2.smk), when a `benchmark_v2:` section is given
+# (--configfile config/benchmark_v2.yaml): the first N held-out images of each family; every enabled
+# row of `runs` (and of the N_p sweep) on its families, in jobs of the recipe's `group` images (units
+# g00, g01, ...; a unit's folder holds one <image>/ result folder per image).
+B2 = config.get("benchmark_v2")
+
+
+def bench2_plan(b):
+    """The enabled GAN2Shape rows {method key: settings}, the N_p sweep's included. Settings: the
+    recipe's (preset, schedule, np, group, init, mask, flags), the row's prior, independent, np,
+    families, run_flags, and jobs: the row whose jobs make its files (itself; the swept run for the
+    sweep's value equal to that run's N_p)."""
+    runs = {}
+    for key, r in b["runs"].items():
+        if not r["enabled"]:
+            continue
+        where = f"benchmark_v2.runs.{key}"
+        if r["recipe"] not in b["recipes"]:
+            raise ValueError(f"{where}: recipe {r['recipe']!r} is not in benchmark_v2.recipes ({', '.join(b['recipes'])})")
+        rec = b["recipes"][r["recipe"]]
+        if rec["init"] == "prior" and "prior" not in r:
+            raise ValueError(f"{where}: recipe {r['recipe']} pre-fits the depth to a prior (init: prior); give prior:")
+        if rec["init"] == "joint" and "prior" in r:
+            raise ValueError(f"{where}: recipe {r['recipe']} starts from joint_pretrain (init: joint); drop prior:")
+        if rec["init"] == "prior" and rec["group"] != 1:
+            raise ValueError(f"benchmark_v2.recipes.{r['recipe']}: init: prior needs group: 1 (one pre-fitted "
+                             f"depth net per job), got group: {rec['group']}")
+        if not set(r["families"]) <= set(b["families"]):
+            raise ValueError(f"{where}: families {r['families']} are not all in benchmark_v2.families {b['families']}")
+        runs[key] = {**rec, "recipe": r["recipe"], "prior": r.get("prior"), "independent": r.get("independent", False),
+                     "np": r.get("np", rec["np"]), "families": r["families"], "run_flags": r["flags"], "jobs": key}
+    sweep = b["np_sweep"]
+    if sweep["run"]:
+        if sweep["run"] not in runs:
+            raise ValueError(f"benchmark_v2.np_sweep.run: {sweep['run']!r} is not an enabled run ({', '.join(runs)})")
+        base = runs[sweep["run"]]
+        for n in sweep["np"]:
+            key = f"{sweep['run']}-np{n}"
+            if key in runs:
+                raise ValueError(f"benchmark_v2.np_sweep: row {key} is also in benchmark_v2.runs")
+            runs[key] = {**base, "np": n, "jobs": sweep["run"] if n == base["np"] else key}
+    for fam, key in b["figure"]["runs"].items():
+        if key not in runs or fam not in runs[key]["families"]:
+            raise ValueError(f"benchmark_v2.figure.runs.{fam}: {key!r} is not an enabled run on {fam}")
+    return runs
+
+
+def bench2_names(b):
+    """{family: the first N names of its list.txt}, with a clear error when the test set lacks them."""
+    names = {}
+    for fam in b["families"]:
+        lst = f"{b['test_set']}/{fam}/list.txt"
+        have = _read_list(lst)
+        if len(have) < b["images"]:
+            raise ValueError(f"benchmark_v2.images = {b['images']}, but {lst} lists {len(have)} images "
+                             f"(the world-v2 test set: docs/world.md)")
+        names[fam] = have[: b["images"]]
+    return names
+
+
+if B2:
+    B2W, B2T = B2["work"], B2["test_set"]
+    B2NAMES = bench2_names(B2)
+    B2RUNS = bench2_plan(B2)
+    B2JOBS = [k for k, r in B2RUNS.items() if r["jobs"] == k]  # the rows that run jobs
+    B2PRIORS = sorted(set(B2["priors"].values()) | {r["prior"] for r in B2RUNS.values() if r["prior"]})
+    B2UNITS = [f"{fam}/g{i:02d}" for fam in B2["families"] for i in range(B2["images"])]
+
+
+def bench2_all_names(wildcards=None):
+    return [n for fam in B2["families"] for n in B2NAMES[fam]]
+
+
+def bench2_all_images(wildcards=None):
+    return [f"{B2T}/{fam}/{n}.png" for fam in B2["families"] for n in B2NAMES[fam]]
+
+
+def bench2_family_of(image):
+    return next(fam for fam, names in B2NAMES.items() if image in names)
+
+
+def bench2_image(wildcards):
+    return f"{B2T}/{bench2_family_of(wildcards.image)}/{wildcards.image}.png"
+
+
+def bench2_prior_source(wildcards):
+    seg = f"{B2W}/segment/{wildcards.image}"
+    if wildcards.prior in ("confidence", "smoothed_confidence"):
+        return {"conf": f"{seg}_conf.npy"}
+    return {"mask": f"{seg}_mask.png"}
+
+
+def bench2_units(key, fam):
+    """{unit: its images} of row ``key`` on ``fam``: the first N images in jobs of ``group``."""
+    g = B2RUNS[key]["group"]
+    names = B2NAMES[fam]
+    return {f"g{i // g:02d}": names[i:i + g] for i in range(0, len(names), g)}
+
+
+def bench2_unit_dirs(key, fam):
+    """The output folders of the jobs that make row ``key`` on ``fam``."""
+    jobs = B2RUNS[key]["jobs"]
+    return [f"{B2W}/{fam}/{jobs}/reconstruct/{u}" for u in bench2_units(jobs, fam)]
+
+
+def bench2_members(wildcards):
+    return bench2_units(wildcards.run, wildcards.family)[wildcards.group]
+
+
+def bench2_test_files(suffix):
+    """Input function: the job's images' test-set files ``<name><suffix>``."""
+    def files(wildcards):
+        return [f"{B2T}/{wildcards.family}/{n}{suffix}" for n in bench2_members(wildcards)]
+    return files
+
+
+def bench2_latents(wildcards):
+    return [f"{B2W}/invert/{n}.pt" for n in bench2_members(wildcards)]
+
+
+def bench2_masks(wildcards):
+    if not B2RUNS[wildcards.run]["mask"]:
+        return []
+    return [f"{B2W}/segment/{n}_mask.png" for n in bench2_members(wildcards)]
+
+
+def bench2_pretrain(wildcards):
+    """The nets a job starts from: the joint pre-train (init: joint), or its image's depth net
+    pre-fitted to the run's prior (init: prior; one image per job)."""
+    r = B2RUNS[wildcards.run]
+    if r["init"] == "joint":
+        return B2["joint_pretrain"]
+    (image,) = bench2_members(wildcards)
+    return f"{B2W}/pretrain/{r['prior']}/{image}.pth"
+
+
+def bench2_names_flag(wildcards):
+    return " ".join(bench2_members(wildcards))
+
+
+def bench2_out(wildcards, output):
+    """--out: the unit folder (several images or independent models write <out>/<name>/), or
+    <unit>/<name> for one image sharing its model (reconstruct writes it to --out itself)."""
+    members = bench2_members(wildcards)
+    if len(members) > 1 or B2RUNS[wildcards.run]["independent"]:
+        return output.run
+    return f"{output.run}/{members[0]}"
+
+
+def bench2_preset(wildcards):
+    return B2RUNS[wildcards.run]["preset"]
+
+
+def bench2_np(wildcards):
+    return B2RUNS[wildcards.run]["np"]
+
+
+def bench2_schedule(wildcards):
+    return f"--schedule {B2RUNS[wildcards.run]['schedule']}"
+
+
+def bench2_gt_flag(wildcards, input):
+    return f"--gt-depth {' '.join(input.gt)}"
+
+
+def bench2_flags(wildcards, input):
+    """The row's further reconstruct flags: scene records, masks (recipes with mask: true),
+    --independent, then the recipe's, the benchmark's and the row's own flags (later ones win)."""
+    r = B2RUNS[wildcards.run]
+    flags = [f"--scene {' '.join(input.scene)}"]
+    if r["mask"]:
+        flags.append(f"--mask {' '.join(input.mask)}")
+    if r["independent"]:
+        flags.append("--independent")
+    flags += [r["flags"], B2["flags"], r["run_flags"]]
+    return " ".join(f for f in flags if f)
+
+
+def bench2_index(wildcards):
+    """The job's index for the GPU assignment: its (row, family/unit) position."""
+    return job_index(f"{wildcards.family}/{wildcards.group}", B2UNITS, wildcards.run, B2JOBS)
+
+
+def bench2_device(wildcards):
+    return device_of(bench2_index(wildcards), config["device"], GPUS)
+
+
+def bench2_rows(fam):
+    """The GAN2Shape rows evaluated on ``fam``."""
+    return [k for k, r in B2RUNS.items() if fam in r["families"]]
+
+
+def bench2_evaluate_inputs(wildcards):
+    fam = wildcards.family
+    priors = [f"{B2W}/prior/{p}/{n}.npy" for p in B2["priors"].values() for n in B2NAMES[fam]]
+    runs = [d for k in bench2_rows(fam) for d in bench2_unit_dirs(k, fam)]
+    return priors + list(dict.fromkeys(runs))
+
+
+def bench2_gts(wildcards):
+    return [f"{B2T}/{wildcards.family}/{n}_depth.png" for n in B2NAMES[wildcards.family]]
+
+
+def bench2_names_list(wildcards):
+    return " ".join(B2NAMES[wildcards.family])
+
+
+def bench2_gt_pattern(wildcards):
+    return f"{B2T}/{wildcards.family}/{{name}}_depth.png"
+
+
+def bench2_methods(wildcards):
+    """LABEL=PATTERN pairs (shell-quoted): the baselines, each prior alone, every GAN2Shape row (its
+    unit folder unknown to the pattern: *)."""
+    fam = wildcards.family
+    labels = {"constant": "constant", "average_gt": "average"}
+    methods = [f"{b}={labels[b]}" for b in B2["baselines"]]
+    methods += [f"prior-{label}={B2W}/prior/{p}/{{name}}.npy" for label, p in B2["priors"].items()]
+    methods += [f"{k}={B2W}/{fam}/{B2RUNS[k]['jobs']}/reconstruct/*/{{name}}/recon_depth.npy" for k in bench2_rows(fam)]
+    return " ".join(shlex.quote(m) for m in methods)
+
+
+def bench2_evaluations(wildcards=None):
+    return {fam: f"{B2W}/{fam}/evaluation.json" for fam in B2["families"]}
+
+
+def bench2_table_flags(wildcards, input):
+    return " ".join(shlex.quote(f"{fam}={path}") for fam, path in bench2_evaluations().items())
+
+
+def bench2_table_note(wildcards=None):
+    return shlex.quote(f"first {B2['images']} held-out images per family; priors and masks from "
+                       f"{B2['segmenter']}; rows: config/benchmark_v2.yaml")
+
+
+def bench2_figure_items(wildcards):
+    """(image, unit folder of its result) of the family's figure: its first `figure.images` images."""
+    fam, key = wildcards.family, B2["figure"]["runs"][wildcards.family]
+    jobs = B2RUNS[key]["jobs"]
+    unit_of = {n: u for u, names in bench2_units(jobs, fam).items() for n in names}
+    shown = B2NAMES[fam][: B2["figure"]["images"]]
+    return [(n, f"{B2W}/{fam}/{jobs}/reconstruct/{unit_of[n]}") for n in shown]
+
+
+def bench2_figure_units(wildcards):
+    return list(dict.fromkeys(u for _, u in bench2_figure_items(wildcards)))
+
+
+def bench2_figure_files(suffix):
+    """Input function: the test-set files ``<name><suffix>`` of the figure's images."""
+    def files(wildcards):
+        return [f"{B2T}/{wildcards.family}/{n}{suffix}" for n, _ in bench2_figure_items(wildcards)]
+    return files
+
+
+def bench2_figure_priors(wildcards):
+    prior = B2RUNS[B2["figure"]["runs"][wildcards.family]]["prior"]
+    return [f"{B2W}/prior/{prior}/{n}.npy" for n, _ in bench2_figure_items(wildcards)] if prior else []
+
+
+def bench2_figure_dirs(wildcards):
+    return " ".join(f"{u}/{n}" for n, u in bench2_figure_items(wildcards))
+
+
+def bench2_figure_names(wildcards):
+    return " ".join(n for n, _ in bench2_figure_items(wildcards))
+
+
+def bench2_figure_prior_flag(wildcards, input):
+    return f"--prior-depth {' '.join(input.priors)}" if input.priors else ""
+
+
+def bench2_figure_label(wildcards):
+    return shlex.quote(f"{B2['figure']['runs'][wildcards.family]} depth")

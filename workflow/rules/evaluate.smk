@@ -22,13 +22,14 @@ if GT:
             methods=evaluate_methods,
             size=D["size"],
             dataset=DS,
+            flags="",  # further evaluate flags (the world-v2 benchmark: --allow-failed)
         log:
             f"{RES}/logs/evaluate.log",
         shell:
             "(printf '%s\\n' {params.names} > {params.names_file} && "
             "gan2shape evaluate --list {params.names_file} --gt '{params.gt}' --gt-encoding {params.encoding} "
             "--method {params.methods} --image-size {params.size} --dataset {params.dataset} "
-            "--out-json {output.json} --out-csv {output.csv}) > {log} 2>&1"
+            "--out-json {output.json} --out-csv {output.csv} {params.flags}) > {log} 2>&1"
 
 
 rule summarize:

@@ -23,6 +23,7 @@ rule reconstruct:
         loss_log=f"{RES}/reconstruct/{{prior}}/{{image}}/log.json",
     params:
         out=out_dir,
+        names=image_wildcard,
         checkpoint=f"{RES}/checkpoints/{{prior}}/{{image}}.ckpt",
         preset=D["preset"],
         size=D["size"],
@@ -53,7 +54,7 @@ rule reconstruct:
         "gan2shape reconstruct --preset {params.preset} --image-size {params.size} {params.crop} "
         "--np {params.np} {params.schedule} --image {input.image} --latent {input.latent} "
         "--pretrain {input.pretrain} {params.gt} "
-        "--gt-encoding {params.gt_encoding} --name {wildcards.image} "
+        "--gt-encoding {params.gt_encoding} --name {params.names} "
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
         "--optimizers {params.optimizers} --optimizer {params.optimizer} {params.bins} --seed {params.seed} "
