@@ -3,8 +3,9 @@
 # (-R recomputes the committed tables; without it Snakemake finds them present and does nothing.)
 # For each family the first N held-out images are segmented, inverted, given each prior and
 # reconstructed with each prior; `evaluate` writes results/synthetic_benchmark/<name>_<family>_<N>.{json,csv}.
-# The jobs are the DAG's own rules (`use rule ... with:`) on the family's images; working files lie in
-# results/benchmark/<family>/ (the runs in results/benchmark/<family>/<name>/).
+# The jobs are the DAG's own rules (`use rule ... with:`) on the families' images; working files lie in
+# results/benchmark/ (masks and latents of both families) and results/benchmark/<family>/ (the runs in
+# results/benchmark/<family>/<name>/).
 
 if BENCH:
 
@@ -19,70 +20,38 @@ if BENCH:
                 ext=["json", "csv"],
             ),
 
-    # segmentation and inversion are batched per family (multi-output rules: one per family)
-    use rule segment as bench_segment_face with:
+    # segmentation and inversion: one batched job each over every family's images
+    use rule segment as bench_segment with:
         input:
-            images=bench_files("face", f"{BROOT}/face/{{image}}.png"),
+            images=bench_all_files(f"{BROOT}/{{family}}/{{image}}.png"),
             net=SYN["segmenter"],
         output:
-            masks=bench_files("face", f"{BW}/face/segment/{{image}}_mask.png"),
-            conf=bench_files("face", f"{BW}/face/segment/{{image}}_conf.npy"),
+            masks=bench_all_files(f"{BW}/segment/{{image}}_mask.png"),
+            conf=bench_all_files(f"{BW}/segment/{{image}}_conf.npy"),
         params:
             command="segment",
             size=SYN["size"],
             parser_size=f"--parser-size {config['segment']['parser_size']}",
             faithful="",
         log:
-            f"{BW}/face/logs/segment.log",
+            f"{BW}/logs/segment.log",
         benchmark:
-            f"{BW}/face/benchmarks/segment.tsv"
+            f"{BW}/benchmarks/segment.tsv"
 
-    use rule invert as bench_invert_face with:
+    use rule invert as bench_invert with:
         input:
-            images=bench_files("face", f"{BROOT}/face/{{image}}.png"),
-            masks=bench_files("face", f"{BW}/face/segment/{{image}}_mask.png"),
+            images=bench_all_files(f"{BROOT}/{{family}}/{{image}}.png"),
+            masks=bench_all_files(f"{BW}/segment/{{image}}_mask.png"),
             gan=SYN["gan"],
         output:
-            latents=bench_files("face", f"{BW}/face/invert/{{image}}.pt"),
-            summary=f"{BW}/face/invert/inversion_summary.json",
+            latents=bench_all_files(f"{BW}/invert/{{image}}.pt"),
+            summary=f"{BW}/invert/inversion_summary.json",
         params:
             steps=BENCH["inversion_steps"],
         log:
-            f"{BW}/face/logs/invert.log",
+            f"{BW}/logs/invert.log",
         benchmark:
-            f"{BW}/face/benchmarks/invert.tsv"
-
-    use rule segment as bench_segment_box with:
-        input:
-            images=bench_files("box", f"{BROOT}/box/{{image}}.png"),
-            net=SYN["segmenter"],
-        output:
-            masks=bench_files("box", f"{BW}/box/segment/{{image}}_mask.png"),
-            conf=bench_files("box", f"{BW}/box/segment/{{image}}_conf.npy"),
-        params:
-            command="segment",
-            size=SYN["size"],
-            parser_size=f"--parser-size {config['segment']['parser_size']}",
-            faithful="",
-        log:
-            f"{BW}/box/logs/segment.log",
-        benchmark:
-            f"{BW}/box/benchmarks/segment.tsv"
-
-    use rule invert as bench_invert_box with:
-        input:
-            images=bench_files("box", f"{BROOT}/box/{{image}}.png"),
-            masks=bench_files("box", f"{BW}/box/segment/{{image}}_mask.png"),
-            gan=SYN["gan"],
-        output:
-            latents=bench_files("box", f"{BW}/box/invert/{{image}}.pt"),
-            summary=f"{BW}/box/invert/inversion_summary.json",
-        params:
-            steps=BENCH["inversion_steps"],
-        log:
-            f"{BW}/box/logs/invert.log",
-        benchmark:
-            f"{BW}/box/benchmarks/invert.tsv"
+            f"{BW}/benchmarks/invert.tsv"
 
     use rule prior as bench_prior with:
         input:
@@ -120,7 +89,7 @@ if BENCH:
     use rule reconstruct as bench_reconstruct with:
         input:
             image=bench_image,
-            latent=f"{BW}/{{family}}/invert/{{image}}.pt",
+            latent=f"{BW}/invert/{{image}}.pt",
             pretrain=f"{BW}/{{family}}/pretrain/{{prior}}/{{image}}.pth",
             gt=bench_gt,
             scene=f"{BROOT}/{{family}}/{{image}}.json",

@@ -179,6 +179,10 @@ def bench_files(fam, pattern):
     """``pattern`` ({image} placeholder) for the family's benchmark images."""
     return [pattern.format(image=n) for n in BNAMES[fam]]
 
+def bench_all_files(pattern):
+    """``pattern`` ({family}, {image} placeholders) for the benchmark images of every family."""
+    return [pattern.format(family=fam, image=n) for fam in BENCH["families"] for n in BNAMES[fam]]
+
 def bench_image(wildcards):
     return f"{BROOT}/{wildcards.family}/{wildcards.image}.png"
 
@@ -189,7 +193,7 @@ def bench_gt_flag(wildcards):
     return f"--gt-depth {bench_gt(wildcards)}"
 
 def bench_prior_source(wildcards):
-    seg = f"{BW}/{wildcards.family}/segment/{wildcards.image}"
+    seg = f"{BW}/segment/{wildcards.image}"
     if wildcards.prior in ("confidence", "smoothed_confidence"):
         return {"conf": f"{seg}_conf.npy"}
     return {"mask": f"{seg}_mask.png"}
