@@ -119,10 +119,18 @@ def all_targets():
     return [f"{RES}/metrics.json", "results/metrics.json", "results/report/index.html"]
 
 
-def prior_source(wildcards):
-    if wildcards.prior in ("confidence", "smoothed_confidence"):
-        return {"conf": f"{RES}/segment/{wildcards.image}_conf.npy"}
-    return {"mask": f"{RES}/segment/{wildcards.image}_mask.png"}
+def prior_inputs(segment_dir):
+    """Input function of a prior rule: the image's mask in ``segment_dir`` (its confidence for the
+    confidence priors)."""
+    def source(wildcards):
+        seg = f"{segment_dir}/{wildcards.image}"
+        if wildcards.prior in ("confidence", "smoothed_confidence"):
+            return {"conf": f"{seg}_conf.npy"}
+        return {"mask": f"{seg}_mask.png"}
+    return source
+
+
+prior_source = prior_inputs(f"{RES}/segment")
 
 
 def prior_flags(wildcards, input):
@@ -192,11 +200,7 @@ def bench_gt(wildcards):
 def bench_gt_flag(wildcards):
     return f"--gt-depth {bench_gt(wildcards)}"
 
-def bench_prior_source(wildcards):
-    seg = f"{BW}/segment/{wildcards.image}"
-    if wildcards.prior in ("confidence", "smoothed_confidence"):
-        return {"conf": f"{seg}_conf.npy"}
-    return {"mask": f"{seg}_mask.png"}
+bench_prior_source = prior_inputs(f"{BW}/segment")
 
 def bench_run_flags(wildcards):
     scene = f"{BROOT}/{wildcards.family}/{wildcards.image}.json"
@@ -326,6 +330,7 @@ if B2:
     B2JOBS = [k for k, r in B2RUNS.items() if r["jobs"] == k]  # the rows that run jobs
     B2PRIORS = sorted(set(B2["priors"].values()) | {r["prior"] for r in B2RUNS.values() if r["prior"]})
     B2UNITS = [f"{fam}/g{i:02d}" for fam in B2["families"] for i in range(B2["images"])]
+    bench2_prior_source = prior_inputs(f"{B2W}/segment")
 
 
 def bench2_all_names(wildcards=None):
@@ -342,13 +347,6 @@ def bench2_family_of(image):
 
 def bench2_image(wildcards):
     return f"{B2T}/{bench2_family_of(wildcards.image)}/{wildcards.image}.png"
-
-
-def bench2_prior_source(wildcards):
-    seg = f"{B2W}/segment/{wildcards.image}"
-    if wildcards.prior in ("confidence", "smoothed_confidence"):
-        return {"conf": f"{seg}_conf.npy"}
-    return {"mask": f"{seg}_mask.png"}
 
 
 def bench2_units(key, fam):
