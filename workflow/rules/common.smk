@@ -297,7 +297,8 @@ def bench2_plan(b):
     sweep = b["np_sweep"]
     if sweep["run"]:
         if sweep["run"] not in runs:
-            raise ValueError(f"benchmark_v2.np_sweep.run: {sweep['run']!r} is not an enabled run ({', '.join(runs)})")
+            raise ValueError(f"benchmark_v2.np_sweep.run: {sweep['run']!r} is not an enabled run ({', '.join(runs)}); "
+                             f"run: \"\" for no sweep")
         base = runs[sweep["run"]]
         for n in sweep["np"]:
             key = f"{sweep['run']}-np{n}"
