@@ -50,16 +50,25 @@ def test_phases_flatten_rounds_and_skip_empty_steps():
 def test_projection_pool_reads_like_the_original():
     pool = ProjectionPool()
     pool.start()
-    pool.add(torch.arange(6.0).view(6, 1, 1, 1), torch.ones(6, 1, 1, 1))
+    ids = torch.arange(6.0)
+    pool.add(ids.view(6, 1, 1, 1), torch.ones(6, 1, 1, 1), ids[:, None].expand(6, 6), -ids[:, None].expand(6, 4))
     pool.finish()
     g = torch.Generator().manual_seed(0)
     # the position advances before the first read: the first batch is [2, 4)
     assert pool.next_batch(2, g)[0].flatten().tolist() == [2.0, 3.0]
     assert pool.next_batch(2, g)[0].flatten().tolist() == [4.0, 5.0]
     # the next read would run past the end: reshuffle and restart at 0
-    b = pool.next_batch(2, g)[0].flatten()
+    images, masks, views, lights = pool.next_batch(2, g)
     assert pool.pos == 0 and sorted(pool.images.flatten().tolist()) == [0, 1, 2, 3, 4, 5]
-    assert b.tolist() == pool.images[:2].flatten().tolist()
+    assert images.flatten().tolist() == pool.images[:2].flatten().tolist()
+    # each sample's pseudo view and light travel with it
+    assert torch.equal(views, images.view(2, 1).expand(2, 6)) and torch.equal(lights, -images.view(2, 1).expand(2, 4))
+    # the state round-trips with every field
+    other = ProjectionPool()
+    other.load_state_dict(pool.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.all(), pool.all())) and other.pos == pool.pos
+    with pytest.raises(ValueError, match="disagree"):
+        pool.add(ids.view(6, 1, 1, 1), torch.ones(6, 1, 1, 1), ids[:5, None], ids[:, None])
 
 
 def test_latent_offset_mapper_f1d_semantics(model):

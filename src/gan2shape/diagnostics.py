@@ -58,14 +58,20 @@ def mesh_oracle_samples(model, target, raw_views: torch.Tensor, light_dir: torch
 
 def per_image_projection(samples):
     """A projection hook that gives step 3 ``samples(model, target_i, views_i, dirs_i, strengths_i)``
-    of each of the K stacked images (its consecutive chunk of the K·N_p pseudo views and lights)."""
-    def hook(model, target, pseudo, raw_views, light_dir, light_r) -> torch.Tensor:
+    of each of the K stacked images (its consecutive chunk of the K·N_p pseudo views and lights),
+    with the raw lights they are lit with: the pseudo lights on the scene's true k_a, k_d."""
+    from .method.sampling import pseudo_lights
+
+    def hook(model, target, pseudo, raw_views, light_dir, light_r) -> tuple[torch.Tensor, torch.Tensor]:
         k = target.image.shape[0]
         n = raw_views.shape[0] // k
         scenes = target.scene if isinstance(target.scene, list) else [target.scene]
-        return torch.cat([samples(model, replace(target, scene=s), raw_views[i * n:(i + 1) * n],
-                                  light_dir[i * n:(i + 1) * n], light_r[i * n:(i + 1) * n])
-                          for i, s in enumerate(scenes)])
+        images, lights = [], []
+        for i, s in enumerate(scenes):
+            sl = slice(i * n, (i + 1) * n)
+            images.append(samples(model, replace(target, scene=s), raw_views[sl], light_dir[sl], light_r[sl]))
+            lights.append(pseudo_lights(light_dir[sl], light_r[sl], s.k_a, s.k_d, model.cfg.rand_light[6]))
+        return torch.cat(images), torch.cat(lights).to(model.device)
     return hook
 
 
@@ -119,11 +125,12 @@ consistent_oracle_projection = per_image_projection(consistent_oracle_samples)
 
 def true_pseudo_viewlight(raw_views: torch.Tensor, light_dir: torch.Tensor, light_r: torch.Tensor,
                           k_a: float, k_d: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The true raw view and raw light (METHOD §2.4 units) of pseudo samples: what V(Q), L(Q) should
-    output for the oracle's renders (a trainer hook can use them in place of V(Q), L(Q))."""
-    light = torch.stack([2 * (k_a + alpha * light_r) - 1, 2 * (k_d + light_r) - 1,
-                         light_dir[:, 0] / light_dir[:, 2], light_dir[:, 1] / light_dir[:, 2]], 1)
-    return raw_views, light
+    """The true raw view and raw light (METHOD §2.4 units) of the oracle's renders of a scene with
+    strengths ``k_a``, ``k_d``: what V(Q), L(Q) should output for them (``step3_viewlight = "pseudo"``
+    with the oracle uses exactly these)."""
+    from .method.sampling import pseudo_lights
+
+    return raw_views, pseudo_lights(light_dir, light_r, k_a, k_d, alpha)
 
 
 HOOKS = {"pseudo": pseudo_projection, "oracle": consistent_oracle_projection,

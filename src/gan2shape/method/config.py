@@ -11,6 +11,8 @@ from .sampling import DEFAULT_RAND_LIGHT
 NET_NAMES = ("netD", "netA", "netV", "netL", "netEnc")
 # Which networks each step trains (METHOD §1.1).
 STEP_NETS = {1: ("netA",), 2: ("netEnc",), 3: ("netD", "netA", "netV", "netL"), 0: ("netD",)}
+# What the V/L warm-up (our option ``vl_warmup``) trains: step-3 iterations with D and A frozen.
+WARMUP_NETS = ("netV", "netL")
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,6 +118,9 @@ class MethodConfig:
     depth_lr_step3: float | None = None         # our option: lr of D in step 3 (None: lr, as the original)
     projection: str = "gan"                     # "gan" | diagnostics "pseudo" / "oracle" (see GAN2Shape.step2)
                                                 # themselves (no GAN information) instead of G(w + Δw)
+    step3_viewlight: str = "predicted"          # step 3 renders Q in V(Q), L(Q) ("predicted", original) | in
+                                                # the view and light of its pseudo sample ("pseudo", diagnostic)
+    vl_warmup: int = 0                          # our option: step-3 iterations training only V, L before the first step 3
     seed: int = 0
     # pytorch3d rasterisation: None = naive on the CPU (pytorch3d has no binned CPU path) and
     # coarse-to-fine on CUDA with pytorch3d's bin size and a per-call count of the fullest bin, so no
@@ -134,6 +139,10 @@ class MethodConfig:
             raise ValueError(f"optimizers must be 'recreate' or 'persistent', got {self.optimizers!r}")
         if self.optimizer not in ("adam", "radam"):
             raise ValueError(f"optimizer must be 'adam' or 'radam', got {self.optimizer!r}")
+        if self.step3_viewlight not in ("predicted", "pseudo"):
+            raise ValueError(f"step3_viewlight must be 'predicted' or 'pseudo', got {self.step3_viewlight!r}")
+        if not (isinstance(self.vl_warmup, int) and self.vl_warmup >= 0):
+            raise ValueError(f"vl_warmup must be an integer >= 0, got {self.vl_warmup!r}")
         if self.depth_lr_step3 is not None and not self.depth_lr_step3 >= 0:
             raise ValueError(f"depth_lr_step3 must be >= 0, got {self.depth_lr_step3!r}")
         self.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in self.schedule]

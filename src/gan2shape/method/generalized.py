@@ -31,6 +31,8 @@ def fit_generalized(trainer: Trainer, targets: Sequence[Target], gcfg: Generaliz
     interrupted run resumes from its latest epoch checkpoint.
     """
     m, c = trainer.model, trainer.cfg
+    if c.vl_warmup:
+        raise ValueError("vl_warmup is an option of the instance and joint trainers, not of the generalized one")
     whole = trainer.group(targets)
     gen = whole.gens[0]
     persistent = {} if c.optimizers == "persistent" else None

@@ -28,7 +28,7 @@ from .metrics import depth_metrics
 from .networks import build_networks, clamp_border, depth_head
 from .renderer import Renderer, compose_texture, light_to_physical, shade, view_to_physical
 from .sampling import (CanonicalState, LatentOffsetMapper, ViewLightDistribution, generate_projected,
-                       postprocess_gan_image, render_pseudo_samples, sample_lights, sample_views)
+                       postprocess_gan_image, pseudo_lights, render_pseudo_samples, sample_lights, sample_views)
 
 
 @dataclass
@@ -275,11 +275,16 @@ class GAN2Shape(nn.Module):
         pseudo, pmask = render_pseudo_samples(self.renderer, state, *args)
         return (pseudo, pmask, raw_views, light_dir, light_r) if return_params else (pseudo, pmask)
 
-    def step2(self, target: Target, state: CanonicalState, generator, per_image: bool = False):
-        """Returns (loss, losses, projected samples Q, their masks M_p)."""
+    def step2(self, target: Target, state: CanonicalState, generator, per_image: bool = False,
+              viewlight: bool = False):
+        """Returns (loss, losses, projected samples Q, their masks M_p), with ``viewlight`` also the
+        raw views and raw lights (:func:`~.sampling.pseudo_lights`) of the pseudo samples Q was
+        projected from (a diagnostic projection hook may light its samples otherwise and says so)."""
         c = self.cfg
         k, n = target.image.shape[0], c.n_p
         pseudo, pmask, raw_views, light_dir, light_r = self.pseudo_samples(state, n, generator, True)
+        lights = pseudo_lights(light_dir, light_r, state.k_a.repeat_interleave(n), state.k_d.repeat_interleave(n),
+                               c.rand_light[6]) if viewlight else None
         e = self.encode("netEnc", pseudo)
         if c.relative_enc:
             e = (e.unflatten(0, (k, n)) - self.encode("netEnc", target.gan_image).unsqueeze(1)).flatten(0, 1)
@@ -296,21 +301,38 @@ class GAN2Shape(nn.Module):
             if self.projection_hook is None:
                 raise ValueError(f"projection {c.projection!r} is a diagnostic: install its hook with "
                                  f"gan2shape.diagnostics.install_projection(model)")
+            # a hook returns its samples, or (samples, the raw lights they are lit with)
             proj = self.projection_hook(self, target, pseudo, raw_views, light_dir, light_r)
+            if isinstance(proj, tuple):
+                proj, hook_lights = proj
+                lights = hook_lights if viewlight else None
         terms = _detached(k, l1=l1, dfeat=lfeat, reg=reg)
-        return (loss.reshape(k) if per_image else loss.sum()), self._log(terms, per_image), proj.detach(), pmask
+        out = (loss.reshape(k) if per_image else loss.sum()), self._log(terms, per_image), proj.detach(), pmask
+        return (*out, raw_views, lights) if viewlight else out
 
     # -- step 3: explain the target and the projected samples (METHOD §4.6) ---------------------
     def step3(self, target: Target, proj: torch.Tensor, proj_mask: torch.Tensor, flip: bool = False,
-              per_image: bool = False):
+              per_image: bool = False, grad_nets: Sequence[str] = NET_NAMES,
+              proj_view: torch.Tensor | None = None, proj_light: torch.Tensor | None = None):
+        """Returns (loss, losses, the step-1 output). Gradients reach only ``grad_nets`` (the V/L
+        warm-up: netV, netL). ``proj_view``, ``proj_light``: raw views and lights to render the
+        projected samples with instead of V(Q), L(Q) (``step3_viewlight = "pseudo"``; V and L then
+        learn from the target alone)."""
         c = self.cfg
         k = target.image.shape[0]
-        s1 = self.step1(target, flip=flip, per_image=True)
+        s1 = self.step1(target, flip=flip, grad_nets=grad_nets, per_image=True)
         m = proj.shape[0]  # K·n projected samples, K-major
         n = m // k
         nb = s1.depth.shape[0] // k  # 1 or 2 (flip)
-        view_q = self.predict_view(proj)
-        light_q = self.predict_light(proj)
+        if (proj_view is None) != (proj_light is None):
+            raise ValueError("step 3 takes the projected samples' views and lights together, or neither")
+        if proj_view is None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and "netV" in grad_nets):
+                view_q = self.predict_view(proj)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and "netL" in grad_nets):
+                light_q = self.predict_light(proj)
+        else:
+            view_q, light_q = proj_view, proj_light
         # broadcast the target's canonical quantities: first K·n unflipped, next K·n flipped
         depth = s1.depth.repeat_interleave(n, 0)
         albedo = s1.albedo.repeat_interleave(n, 0)

@@ -3,6 +3,8 @@ or one persistent optimiser per step (replication) (METHOD §1.1; EXTENSIONS §2
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 
@@ -26,11 +28,12 @@ def make_optimizer(params, cfg: MethodConfig, lr: float | None = None) -> torch.
     return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def step_optimizers(nets: nn.ModuleDict, step: int, cfg: MethodConfig,
-                    persistent: dict | None = None) -> dict[str, torch.optim.Optimizer]:
-    """The optimisers of ``step`` (0 = depth pre-fit) over the nets it trains: one fresh optimiser
-    per net, or with ``persistent`` (a dict kept by the caller) one optimiser per step, created on
-    first use and kept across stages (replication)."""
+def step_optimizers(nets: nn.ModuleDict, step: int, cfg: MethodConfig, persistent: dict | None = None,
+                    names: Sequence[str] | None = None) -> dict[str, torch.optim.Optimizer]:
+    """The optimisers of ``step`` (0 = depth pre-fit) over the nets it trains (``names``, default
+    ``STEP_NETS[step]``): one fresh optimiser per net, or with ``persistent`` (a dict kept by the
+    caller) one optimiser per step over all of ``STEP_NETS[step]``, created on first use and kept
+    across stages (replication); nets outside ``names`` then get no gradient and are not updated."""
 
     def lr(name: str) -> float:  # the option of a slower depth net in step 3 (None: every net at lr)
         return cfg.depth_lr_step3 if step == 3 and name == "netD" and cfg.depth_lr_step3 is not None else cfg.lr
@@ -40,4 +43,4 @@ def step_optimizers(nets: nn.ModuleDict, step: int, cfg: MethodConfig,
             groups = [{"params": list(nets[n].parameters()), "lr": lr(n)} for n in STEP_NETS[step]]
             persistent[step] = make_optimizer(groups, cfg)
         return {"all": persistent[step]}
-    return {n: make_optimizer(nets[n].parameters(), cfg, lr(n)) for n in STEP_NETS[step]}
+    return {n: make_optimizer(nets[n].parameters(), cfg, lr(n)) for n in (names or STEP_NETS[step])}

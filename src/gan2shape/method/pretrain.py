@@ -47,8 +47,8 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
         r = fit_depth_to_prior(m, first.image, first.prior, c.prior_iters, c.prior_tol)
         log.append({"iteration": 0, "step": 0, **r})
     cur = next_index()
-    for phase in phases_of(c.schedule):
-        opts = trainer.optimizers(phase.step, whole, persistent)
+    for phase in phases_of(c.schedule, vl_warmup=c.vl_warmup):
+        opts = trainer.optimizers(phase.step, whole, persistent, phase.nets)
         for it in range(phase.n):
             one = whole.subgroup([cur])
             if phase.step == 1:
@@ -75,8 +75,9 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
                     st.pool.start()
                 for _ in range(c.collect_iters):  # each forward on the current image, then the next
                     one = whole.subgroup([cur])
-                    _, _, proj, pmask = m.step2(one.target, one.canonical(c.use_mask), one.gens, per_image=True)
-                    one.states[0].pool.add(proj, pmask)
+                    _, _, *samples = m.step2(one.target, one.canonical(c.use_mask), one.gens, per_image=True,
+                                             viewlight=True)
+                    one.states[0].pool.add(*samples)
                     cur = next_index()
                 for name, st in zip(whole.names, whole.states):
                     if st.pool.collected:

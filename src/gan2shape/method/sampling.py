@@ -4,13 +4,15 @@
   ``light_mvn.pth``: dicts with ``mean`` and ``cov``, in the networks' raw output units).
 * :func:`sample_views`, :func:`sample_lights` -- random viewpoints (MVN, yaw × view_scale) and
   random lightings (uniform ``rand_light`` ranges).
+* :func:`pseudo_lights` -- the raw light (L's units) in which a pseudo sample is lit.
 * :func:`render_pseudo_samples` -- the current canonical depth and albedo, relit and seen from
   random views: the *pseudo samples* and their object masks.
 * :class:`LatentOffsetMapper` -- encoder output e ↦ W-space offset Δw through the tail of the
   mapping network (F1_d semantics, including its off-by-one).
 * :func:`generate_projected` -- the *projected samples* G(w + Δw), post-processed like the target.
-* :class:`ProjectionPool` -- the pool of projected samples collected after step 2 and read in
-  step 3 (original: sequential shuffled chunks; joint mode: random subsets).
+* :class:`ProjectionPool` -- the pool of projected samples (with their pseudo samples' raw views and
+  lights) collected after step 2 and read in step 3 (original: sequential shuffled chunks; joint
+  mode: random subsets).
 
 All sampling takes an explicit ``torch.Generator`` so that runs are reproducible and resumable.
 """
@@ -125,6 +127,16 @@ def sample_lights(n: int, rand_light=DEFAULT_RAND_LIGHT,
     r = r_min + (r_max - r_min) * u[:, 2]
     direction = F.normalize(torch.stack([dx, dy, torch.ones_like(dx)], dim=1), dim=1)
     return direction, r
+
+
+def pseudo_lights(light_dir: torch.Tensor, light_r: torch.Tensor, k_a, k_d, alpha: float) -> torch.Tensor:
+    """The raw lights ``N×4`` (network units of L, METHOD §2.4) in which pseudo samples are lit
+    (§5.1): ambient k_a + α·r, diffuse k_d + r, direction ``light_dir``. ``k_a``, ``k_d`` are the
+    canonical strengths of the image the samples are rendered from (floats, or one per sample), as
+    :func:`render_pseudo_samples` uses them; the result is on their device (``light_dir``'s for floats)."""
+    device = k_a.device if isinstance(k_a, torch.Tensor) else light_dir.device
+    d, r = light_dir.to(device), light_r.to(device)
+    return torch.stack([2 * (k_a + alpha * r) - 1, 2 * (k_d + r) - 1, d[:, 0] / d[:, 2], d[:, 1] / d[:, 2]], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,14 +259,22 @@ def generate_projected(generator: nn.Module, w: torch.Tensor, dw: torch.Tensor, 
     return postprocess_gan_image(img, image_size, crop, origin_size)
 
 
+POOL_FIELDS = ("images", "masks", "views", "lights")
+
+
 class ProjectionPool:
-    """Projected samples and their masks collected after step 2 (METHOD §5.6)."""
+    """Projected samples collected after step 2 (METHOD §5.6): each sample's image, mask, and the
+    raw view (6) and raw light (4) of the pseudo sample it was projected from (:func:`pseudo_lights`;
+    read in step 3 only with ``MethodConfig.step3_viewlight = "pseudo"``). Reads return the tuple
+    (images, masks, views, lights)."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.images: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None
-        self._chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.views: torch.Tensor | None = None
+        self.lights: torch.Tensor | None = None
+        self._chunks: list[tuple[torch.Tensor, ...]] = []
         self.pos = 0  # read position; never reset between stages (as the original)
 
     def __len__(self) -> int:
@@ -264,8 +284,11 @@ class ProjectionPool:
         """Begin a new collection; the previous stage's pool is replaced when it finishes."""
         self._chunks = []
 
-    def add(self, images: torch.Tensor, masks: torch.Tensor) -> None:
-        self._chunks.append((images.detach().to(self.device), masks.detach().to(self.device)))
+    def add(self, images: torch.Tensor, masks: torch.Tensor, views: torch.Tensor, lights: torch.Tensor) -> None:
+        if not images.shape[0] == masks.shape[0] == views.shape[0] == lights.shape[0]:
+            raise ValueError(f"pool samples disagree in number: {images.shape[0]} images, {masks.shape[0]} masks, "
+                             f"{views.shape[0]} views, {lights.shape[0]} lights")
+        self._chunks.append(tuple(t.detach().to(self.device) for t in (images, masks, views, lights)))
 
     @property
     def collected(self) -> int:
@@ -273,11 +296,18 @@ class ProjectionPool:
         return len(self._chunks)
 
     def finish(self) -> None:
-        self.images = torch.cat([c[0] for c in self._chunks])
-        self.masks = torch.cat([c[1] for c in self._chunks])
+        for name, parts in zip(POOL_FIELDS, zip(*self._chunks)):
+            setattr(self, name, torch.cat(parts))
         self._chunks = []
 
-    def next_batch(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _take(self, idx) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, name)[idx] for name in POOL_FIELDS)
+
+    def all(self) -> tuple[torch.Tensor, ...]:
+        """The whole pool (the replication's last-batch mode)."""
+        return self._take(slice(None))
+
+    def next_batch(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """Sequential chunks; reshuffle and restart when the next chunk would run past the end.
 
         The position is advanced *before* the read, as in the original.
@@ -287,22 +317,25 @@ class ProjectionPool:
         self.pos += batch
         if self.pos + batch > len(self):
             perm = torch.randperm(len(self), generator=generator).to(self.device)
-            self.images, self.masks = self.images[perm], self.masks[perm]
+            for name, t in zip(POOL_FIELDS, self._take(perm)):
+                setattr(self, name, t)
             self.pos = 0
-        sl = slice(self.pos, self.pos + batch)
-        return self.images[sl], self.masks[sl]
+        return self._take(slice(self.pos, self.pos + batch))
 
-    def random_batch(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def random_batch(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """A random subset of ``batch`` samples (joint mode)."""
         idx = torch.randperm(len(self), generator=generator)[:batch].to(self.device)
-        return self.images[idx], self.masks[idx]
+        return self._take(idx)
 
     def state_dict(self) -> dict:
-        return {"images": self.images, "masks": self.masks, "pos": self.pos}
+        return {**{name: getattr(self, name) for name in POOL_FIELDS}, "pos": self.pos}
 
     def load_state_dict(self, d: dict) -> None:
-        self.images = None if d["images"] is None else d["images"].to(self.device)
-        self.masks = None if d["masks"] is None else d["masks"].to(self.device)
+        missing = [name for name in POOL_FIELDS if name not in d]
+        if missing:
+            raise CheckpointError(f"projection pool state lacks {missing} (a checkpoint of an older version)")
+        for name in POOL_FIELDS:
+            setattr(self, name, None if d[name] is None else d[name].to(self.device))
         self.pos = int(d["pos"])
 
 

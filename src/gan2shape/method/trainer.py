@@ -20,14 +20,14 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from ..io import CheckpointError, atomic_torch_save, safe_torch_load
-from .config import NET_NAMES, STEP_NETS, Stage
+from .config import NET_NAMES, STEP_NETS, WARMUP_NETS, Stage
 from .group import Group, TargetState, fingerprint
 from .model import GAN2Shape, Target
 from .optim import step_optimizers
@@ -39,17 +39,25 @@ log = logging.getLogger("gan2shape")
 
 @dataclass(frozen=True)
 class Phase:
-    """A run of ``n`` iterations of one step (0 = depth pre-fit)."""
+    """A run of ``n`` iterations of one step (0 = depth pre-fit) training ``nets`` (default: the
+    step's, ``STEP_NETS[step]``; the V/L warm-up is a step-3 phase of netV, netL)."""
 
     stage: int
     round: int
     step: int
     n: int
     flip: bool = False
+    nets: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.nets is None:
+            object.__setattr__(self, "nets", STEP_NETS[self.step])
 
 
-def phases_of(schedule: Sequence[Stage], prior_iters: int = 0) -> list[Phase]:
-    """Flatten a schedule into phases (the pre-fit first, when it runs)."""
+def phases_of(schedule: Sequence[Stage], prior_iters: int = 0, vl_warmup: int = 0) -> list[Phase]:
+    """Flatten a schedule into phases (the pre-fit first, when it runs). ``vl_warmup`` > 0 puts a
+    warm-up phase of that many step-3 iterations training only V and L right before the first
+    step-3 phase (same stage, round and flip; nothing when the schedule has no step 3)."""
     out = [Phase(-1, 0, 0, prior_iters)] if prior_iters > 0 else []
     for k, st in enumerate(schedule):
         if st.n1 > 0:
@@ -59,6 +67,9 @@ def phases_of(schedule: Sequence[Stage], prior_iters: int = 0) -> list[Phase]:
                 out.append(Phase(k, r, 2, st.n2))
             if st.n3 > 0:
                 out.append(Phase(k, r, 3, st.n3, st.flip3))
+    first3 = next((i for i, p in enumerate(out) if p.step == 3), None)
+    if vl_warmup > 0 and first3 is not None:
+        out.insert(first3, replace(out[first3], n=vl_warmup, nets=WARMUP_NETS))
     return out
 
 
@@ -149,8 +160,9 @@ class Trainer:
         states = list(states) if states is not None else [TargetState.new(m.device) for _ in targets]
         return Group(model, targets, states, list(gens), independent)
 
-    def optimizers(self, step: int, group: Group, persistent: dict | None) -> dict:
-        return step_optimizers(group.model.nets, step, self.cfg, persistent)
+    def optimizers(self, step: int, group: Group, persistent: dict | None,
+                   nets: Sequence[str] | None = None) -> dict:
+        return step_optimizers(group.model.nets, step, self.cfg, persistent, nets)
 
     @contextlib.contextmanager
     def precision(self):
@@ -182,7 +194,7 @@ class Trainer:
             loss = depth_prior_loss(m, t.image, t.prior)
             terms = {"prior_mse": loss.detach()}
         elif phase.step == 1:
-            out = m.step1(t, flip=phase.flip, grad_nets=STEP_NETS[1], per_image=True)
+            out = m.step1(t, flip=phase.flip, grad_nets=phase.nets, per_image=True)
             loss, terms = out.loss, dict(out.losses)
             # the canonical object mask: from an image's first step-1 iteration, then refreshed by
             # every step-3 iteration (METHOD §3.5)
@@ -191,22 +203,26 @@ class Trainer:
             group.set_canonical(out)          # what the most recent step-1 forward leaves for step 2
             group.set_metrics(out.image_metrics)
         elif phase.step == 2:
-            loss, terms, proj, pmask = m.step2(t, group.canonical(c.use_mask), group.gens, per_image=True)
+            loss, terms, *samples = m.step2(t, group.canonical(c.use_mask), group.gens, per_image=True,
+                                            viewlight=True)
             if c.step3_pool == "last_batch":  # replication: step 3 reads the last step-2 batch
                 for i, st in enumerate(group.states):
                     st.pool.start()
-                    st.pool.add(proj[i * n:(i + 1) * n], pmask[i * n:(i + 1) * n])
+                    st.pool.add(*(x[i * n:(i + 1) * n] for x in samples))
                     st.pool.finish()
         else:
             pools = [st.pool for st in group.states]
             if c.step3_pool == "last_batch":
-                batches = [(p.images, p.masks) for p in pools]
+                batches = [p.all() for p in pools]
             elif random_pool:
                 batches = [p.random_batch(n, g) for p, g in zip(pools, group.gens)]
             else:
                 batches = [p.next_batch(n, g) for p, g in zip(pools, group.gens)]
-            proj, pmask = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-            loss, terms, s1 = m.step3(t, proj, pmask, flip=phase.flip, per_image=True)
+            proj, pmask, views, lights = (torch.cat(x) for x in zip(*batches))
+            if c.step3_viewlight == "predicted":
+                views = lights = None
+            loss, terms, s1 = m.step3(t, proj, pmask, flip=phase.flip, per_image=True, grad_nets=phase.nets,
+                                      proj_view=views, proj_light=lights)
             if c.use_mask and t.mask is not None:
                 group.set_canon_mask(m.canonical_mask(t, s1.depth, s1.view).detach())
             group.set_metrics(s1.image_metrics)
@@ -247,9 +263,9 @@ class Trainer:
         for part in parts:
             state = part.canonical(c.use_mask)
             for _ in range(c.collect_iters):
-                _, _, proj, pmask = part.model.step2(part.target, state, part.gens, per_image=True)
+                _, _, *samples = part.model.step2(part.target, state, part.gens, per_image=True, viewlight=True)
                 for i, st in enumerate(part.states):
-                    st.pool.add(proj[i * n:(i + 1) * n], pmask[i * n:(i + 1) * n])
+                    st.pool.add(*(x[i * n:(i + 1) * n] for x in samples))
         for st in group.states:
             st.pool.finish()
 
@@ -303,7 +319,7 @@ class Trainer:
             if missing:
                 raise ValueError(f"{', '.join(missing)}: no pretrained depth net and no prior to pre-fit it to")
         group = self.group(targets, independent)
-        phases = phases_of(c.schedule, c.prior_iters if need_prior else 0)
+        phases = phases_of(c.schedule, c.prior_iters if need_prior else 0, c.vl_warmup)
         k = len(group) if independent else 1
         ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "independent": independent,
                                        "pretrained_depth": self.pretrained_depth,
@@ -326,7 +342,7 @@ class Trainer:
         with self.precision():
             for pi in range(cursor[0], len(phases)):
                 phase = phases[pi]
-                opts = self.optimizers(phase.step, group, persistent)
+                opts = self.optimizers(phase.step, group, persistent, phase.nets)
                 start = cursor[1] if pi == cursor[0] else 0
                 if start > 0 and opt_state is not None and persistent is None:
                     for name, o in opts.items():

@@ -157,6 +157,12 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    help="diagnostic: step 3 sees the pseudo samples ('pseudo', no GAN information), the "
                         "ground truth rendered by the method's own renderer like them ('oracle', a perfect GAN; "
                         "needs --scene), or the v1 scene mesh ('mesh_oracle', model-mismatched)")
+    g.add_argument("--step3-viewlight", choices=["predicted", "pseudo"],
+                   help="diagnostic: step 3 renders each projected sample in V(Q), L(Q) ('predicted', the method) or "
+                        "in the view and light of the pseudo sample it was projected from ('pseudo'; with "
+                        "--projection oracle the true ones)")
+    g.add_argument("--vl-warmup", type=nonneg_int,
+                   help="our option: N step-3 iterations training only V and L (D, A frozen) before the first step 3")
     g.add_argument("--seed", type=nonneg_int, help="random seed")
     g.add_argument("--raster-bin-size", type=nonneg_int,
                    help="pytorch3d bin size (default: naive on the CPU, pytorch3d's bin size on CUDA; 0: naive)")
@@ -173,8 +179,8 @@ def method_config(args: argparse.Namespace):
 
     names = ["image_size", "n_p", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
-             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
-             "raster_max_faces_per_bin"]
+             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "step3_viewlight", "vl_warmup",
+             "seed", "relative_enc", "use_mask", "raster_bin_size", "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.schedule == "init_iterations":
         over["schedule"] = init_iterations_schedule()
