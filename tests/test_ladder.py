@@ -1,0 +1,181 @@
+"""The diagnostic ladder's options (tiny 32-px world, CPU): step 3 in the pseudo samples' views and
+lights, the V/L warm-up, the start from the ground truth, and the ladder runner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import S, tiny_config, tiny_model, tiny_target
+
+from gan2shape.diagnostics import canonical_truth, install_projection
+from gan2shape.method.config import Stage
+from gan2shape.method.sampling import CanonicalState
+from gan2shape.method.trainer import Trainer, phases_of
+from gan2shape.world import scenes as sy
+
+
+class _Const(torch.nn.Module):
+    """A net that outputs a fixed map for every input image."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return self.value.expand(x.shape[0], *self.value.shape[1:])
+
+
+def _oracle_at_truth(step3_viewlight: str):
+    """A model whose D and A return the ground truth of a face2 scene, the oracle projection, and
+    one step-2 draw (its samples, masks, pseudo views and lights)."""
+    cfg = tiny_config(projection="oracle", step3_viewlight=step3_viewlight)
+    model = install_projection(tiny_model(cfg))
+    scene = sy.sample_params("face2", 1, 4)[0]
+    t = tiny_target(model)
+    t.scene = scene
+    t.gan_image = model.gan_image(t)
+    truth = canonical_truth(scene, S)
+    model.predict_depth = lambda image, border=True: truth["depth"].expand(image.shape[0], -1, -1)
+    model.nets["netA"] = _Const(truth["albedo"])
+    _, _, proj, pmask, views, lights = model.step2(t, _state(model, t), torch.Generator().manual_seed(1),
+                                                   viewlight=True)
+    return model, t, scene, proj, pmask, views, lights
+
+
+def test_step3_in_the_pseudo_views_and_lights_is_minimal_at_the_truth():
+    """With the oracle's samples, the true canonical depth and albedo and the pseudo samples' own
+    views and lights (the oracle's are the scene's true k_a, k_d plus the pseudo strengths), the
+    projected-sample loss of step 3 vanishes; with the untrained V(Q), L(Q) it does not."""
+    from gan2shape.diagnostics import true_pseudo_viewlight
+
+    model, t, scene, proj, pmask, views, lights = _oracle_at_truth("pseudo")
+    assert views.shape == (model.cfg.n_p, 6) and lights.shape == (model.cfg.n_p, 4)
+    # the hook reports the lights its renders are made in: the true ones, not the model's k_a, k_d
+    g = torch.Generator().manual_seed(1)
+    _, _, raw_views, ldir, lr = model.pseudo_samples(_state(model, t), model.cfg.n_p, g, True)
+    rv, rl = true_pseudo_viewlight(raw_views, ldir, lr, scene.k_a, scene.k_d, model.cfg.rand_light[6])
+    assert torch.equal(views, rv) and torch.allclose(lights, rl, atol=1e-7)
+    for flip in (False, True):  # face2 is mirror-symmetric: the flip branch is at the truth too
+        _, terms, _ = model.step3(t, proj, pmask, flip=flip, proj_view=views, proj_light=lights)
+        assert terms["proj_l1"] < 1e-6 and terms["proj_perc"] < 1e-6, (flip, terms)
+        _, terms, _ = model.step3(t, proj, pmask, flip=flip)
+        assert terms["proj_l1"] > 0.1, (flip, terms)
+
+
+def _state(model, t):
+    out = model.step1(t)
+    return CanonicalState(out.depth[:1], out.albedo[:1], out.normals[:1], out.k_a[:1], out.k_d[:1]).detach()
+
+
+def test_gan_projection_carries_the_pseudo_samples_own_lights():
+    """For the GAN (and "pseudo") projections a sample's light is its pseudo sample's: the model's
+    canonical k_a, k_d plus the pseudo strength, in L's units (so L's head maps it back)."""
+    from gan2shape.method.renderer import light_to_physical
+
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    t = tiny_target(model)
+    t.gan_image = model.gan_image(t)
+    st = _state(model, t)
+    _, _, _, _, views, lights = model.step2(t, st, torch.Generator().manual_seed(2), viewlight=True)
+    _, _, raw_views, ldir, lr = model.pseudo_samples(st, cfg.n_p, torch.Generator().manual_seed(2), True)
+    k_a, k_d, direction = light_to_physical(lights)
+    alpha = cfg.rand_light[6]
+    assert torch.equal(views, raw_views)
+    assert torch.allclose(k_a, st.k_a + alpha * lr, atol=1e-6) and torch.allclose(k_d, st.k_d + lr, atol=1e-6)
+    assert torch.allclose(direction, ldir, atol=1e-6)
+
+
+def test_pseudo_viewlight_gives_v_and_l_no_gradient_from_the_projected_samples():
+    model, t, _, proj, pmask, views, lights = _oracle_at_truth("pseudo")
+    params = list(model.nets["netV"].parameters()) + list(model.nets["netL"].parameters())
+    loss, _, s1 = model.step3(t, proj, pmask, proj_view=views, proj_light=lights)
+    full = torch.autograd.grad(loss, params, retain_graph=True)
+    target_only = torch.autograd.grad(s1.loss.sum(), params)
+    assert all(torch.equal(a, b) for a, b in zip(full, target_only))
+    loss, _, s1 = model.step3(t, proj, pmask)  # predicted V(Q), L(Q): the samples do reach V and L
+    full = torch.autograd.grad(loss, params, retain_graph=True)
+    target_only = torch.autograd.grad(s1.loss.sum(), params)
+    assert not all(torch.equal(a, b) for a, b in zip(full, target_only))
+    with pytest.raises(ValueError, match="together"):
+        model.step3(t, proj, pmask, proj_view=views)
+
+
+def _fit(cfg, tmp_path=None, stop_after=None, ckpt="ck.pth", snapshots=None):
+    model = tiny_model(cfg)
+    snaps = {}
+
+    def on_log(entry):
+        if snapshots and entry["iteration"] in snapshots:
+            snaps[entry["iteration"]] = model.nets_state()
+
+    trainer = Trainer(model, log_every=1, on_log=on_log)
+    res = trainer.fit(tiny_target(model), checkpoint=None if tmp_path is None else tmp_path / ckpt,
+                      checkpoint_every=4, stop_after=stop_after)
+    return model, res, snaps
+
+
+def _same(sa, sb, nets):
+    return all(torch.equal(sa[n][k], sb[n][k]) for n in nets for k in sa[n])
+
+
+def test_resume_with_pseudo_viewlight_is_bitwise_equal(tmp_path):
+    """The pool's views and lights are checkpointed with it: a run stopped inside step 3 resumes
+    to the uninterrupted run."""
+    cfg = tiny_config(step3_viewlight="pseudo", schedule=[Stage(2, 2, 4)])
+    ref_model, ref, _ = _fit(cfg)
+    _, r1, _ = _fit(cfg, tmp_path, stop_after=3 + 2 + 2 + 2)
+    pool = torch.load(tmp_path / "ck.pth", weights_only=True)["targets"][0]["pool"]
+    assert pool["views"].shape == (cfg.collect_iters * cfg.n_p, 6) and pool["lights"].shape[1] == 4
+    m2, r2, _ = _fit(cfg, tmp_path)
+    assert r1.interrupted and not r2.interrupted
+    assert _same(m2.nets_state(), ref_model.nets_state(), m2.nets_state())
+    assert [e["loss"] for e in r2.log] == [e["loss"] for e in ref.log]
+
+
+def test_vl_warmup_trains_only_v_and_l_before_the_first_step3(tmp_path):
+    """--vl-warmup N: N step-3 iterations of V and L (D, A, E untouched) right before the first
+    step 3; the schedule then runs unchanged; a run stopped in or at the end of the warm-up
+    resumes bitwise."""
+    sched = [Stage(2, 2, 3), Stage(1, 1, 2)]
+    phases = phases_of(sched, prior_iters=3, vl_warmup=4)
+    assert [(p.stage, p.step, p.n, p.nets) for p in phases] == [
+        (-1, 0, 3, ("netD",)), (0, 1, 2, ("netA",)), (0, 2, 2, ("netEnc",)), (0, 3, 4, ("netV", "netL")),
+        (0, 3, 3, ("netD", "netA", "netV", "netL")), (1, 1, 1, ("netA",)), (1, 2, 1, ("netEnc",)),
+        (1, 3, 2, ("netD", "netA", "netV", "netL"))]
+    assert phases_of(sched, 3) == [p for p in phases if p.nets != ("netV", "netL")]
+    cfg = tiny_config(vl_warmup=4, schedule=sched)
+    ref_model, ref, snaps = _fit(cfg, snapshots={7, 11})
+    assert ref.iterations == 3 + (2 + 2 + 3) + (1 + 1 + 2) + 4
+    assert [e["step"] for e in ref.log] == [0] * 3 + [1] * 2 + [2] * 2 + [3] * 7 + [1, 2, 3, 3]
+    before, after = snaps[7], snaps[11]  # end of step 2 | end of the warm-up
+    assert _same(before, after, ("netD", "netA", "netEnc"))
+    assert not any(_same(before, after, (n,)) for n in ("netV", "netL"))
+    for stop in (9, 11):
+        ck = f"ck{stop}.pth"
+        _, r1, _ = _fit(cfg, tmp_path, stop_after=stop, ckpt=ck)
+        m2, r2, _ = _fit(cfg, tmp_path, ckpt=ck)
+        assert r1.interrupted and r2.iterations == ref.iterations
+        assert _same(m2.nets_state(), ref_model.nets_state(), m2.nets_state()), stop
+        assert [e["loss"] for e in r2.log] == [e["loss"] for e in ref.log]
+
+
+def test_vl_warmup_with_persistent_optimisers_leaves_d_and_a_alone():
+    cfg = tiny_config(vl_warmup=2, optimizers="persistent", schedule=[Stage(1, 1, 1)])
+    _, res, snaps = _fit(cfg, snapshots={5, 7})
+    assert res.iterations == 3 + 3 + 2
+    assert _same(snaps[5], snaps[7], ("netD", "netA", "netEnc"))
+    assert not _same(snaps[5], snaps[7], ("netV",))
+
+
+def test_ladder_options_are_checked():
+    with pytest.raises(ValueError, match="step3_viewlight"):
+        tiny_config(step3_viewlight="true")
+    with pytest.raises(ValueError, match="vl_warmup"):
+        tiny_config(vl_warmup=-1)
+    from gan2shape.method.config import GeneralizedConfig
+    from gan2shape.method.generalized import fit_generalized
+
+    model = tiny_model(tiny_config(vl_warmup=1))
+    with pytest.raises(ValueError, match="generalized"):
+        fit_generalized(Trainer(model), [tiny_target(model)], GeneralizedConfig(epochs=1))
