@@ -47,8 +47,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.independent and len({t.name for t in targets}) != n:
         raise SystemExit(f"--independent writes --out/<name>/ per image; names are not unique: "
                          f"{[t.name for t in targets]}")
+    starts = None
+    if args.init_truth:  # diagnostic: D and A fitted to the ground truth instead of the prior pre-fit
+        from ..truth_start import start_from_truth
+
+        starts = start_from_truth(trainer, targets, cfg.prior_iters, cfg.prior_tol)
     result = trainer.fit(targets, independent=args.independent, checkpoint=args.checkpoint,
                          checkpoint_every=args.checkpoint_every, stop_after=args.stop_after)
+    for metrics, start in zip(result.metrics, starts or []):
+        metrics.update(start)
     if result.interrupted:
         log.warning("stopped after %d iterations; checkpoint %s", result.iterations, args.checkpoint)
         return 3
@@ -74,7 +81,15 @@ def check_args(args: argparse.Namespace, cfg) -> None:
     prior_name = args.prior_name if args.prior_name != "none" else None
     if args.prior and prior_name:
         raise SystemExit("give --prior (prior maps) or --prior-name (built from --mask), not both")
-    if not args.prior and not prior_name and args.pretrain is None and cfg.prior_iters > 0:
+    if args.init_truth:
+        if not args.scene:
+            raise SystemExit("--init-truth needs --scene (the synthetic test set's JSON records)")
+        if args.independent and len(args.image) > 1:
+            raise SystemExit("--init-truth fits one set of nets to the images' ground truth; the K models of "
+                             "--independent would all start from it: run the images one by one")
+        if cfg.prior_iters < 1:
+            raise SystemExit("--init-truth fits D and A for --prior-iters iterations each; give --prior-iters >= 1")
+    elif not args.prior and not prior_name and args.pretrain is None and cfg.prior_iters > 0:
         raise SystemExit("the depth pre-fit needs a prior: give --prior FILE or --prior-name NAME (with --mask), "
                          "or --pretrain with a netD, or --prior-iters 0")
     if prior_name and not args.mask:
@@ -99,7 +114,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--gt-depth", nargs="+", type=Path, help="ground-truth depth (.npy or unsup3d PNG)")
     r.add_argument("--gt-encoding", default="unsup3d", choices=["unsup3d", "synthetic"],
                    help="encoding of ground-truth depth PNGs")
-    r.add_argument("--scene", nargs="+", type=Path, help="synthetic scene records (.json; for --projection oracle)")
+    r.add_argument("--scene", nargs="+", type=Path,
+                   help="synthetic scene records (.json; for --projection oracle and --init-truth)")
+    r.add_argument("--init-truth", action="store_true",
+                   help="diagnostic: instead of the prior pre-fit, fit D and A to the ground-truth canonical depth and "
+                        "albedo (--prior-iters iterations each; needs --scene); metrics.json gets start_side, start_mad")
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
     r.add_argument("--checkpoint-every", type=positive_int, default=200,
