@@ -179,3 +179,88 @@ def test_ladder_options_are_checked():
     model = tiny_model(tiny_config(vl_warmup=1))
     with pytest.raises(ValueError, match="generalized"):
         fit_generalized(Trainer(model), [tiny_target(model)], GeneralizedConfig(epochs=1))
+
+
+def _scene_target(model, seed: int = 4):
+    """A target that is the world's render of a face2 scene, with its scene and input-view depth."""
+    from gan2shape.world.render import render_batch
+
+    scene = sy.sample_params("face2", 1, seed)[0]
+    r = render_batch([scene], size=S)
+    t = tiny_target(model)
+    t.image, t.gt_depth, t.scene = r["image"], r["depth"], scene
+    return t
+
+
+def test_start_from_truth_fits_d_and_a_to_the_ground_truth():
+    """--init-truth: D and A are fitted to the true canonical depth and albedo, the fit becomes the
+    run's start (reset snapshot, no prior pre-fit) and its depth metrics are returned."""
+    from gan2shape.method.prefit import albedo_map_loss, depth_prior_loss
+    from gan2shape.truth_start import start_from_truth
+
+    model = tiny_model(tiny_config())
+    trainer = Trainer(model)
+    t = _scene_target(model)
+    truth = canonical_truth(t.scene, S)
+
+    def errors():
+        with torch.no_grad():
+            return (float(depth_prior_loss(model, t.image, truth["depth"])),
+                    float(albedo_map_loss(model, t.image, truth["albedo"])))
+
+    d0, a0 = errors()
+    start = start_from_truth(trainer, [t], iters=20)
+    d1, a1 = errors()
+    assert d1 < 0.01 * d0 and a1 < 0.1 * a0, (d0, d1, a0, a1)
+    assert trainer.pretrained_depth and _same(trainer.initial_state, model.nets_state(), model.nets_state())
+    assert set(start[0]) == {"start_side", "start_mad"} and start[0]["start_side"] > 0
+    assert phases_of(model.cfg.schedule, 0)[0].step == 1  # what fit() runs: no pre-fit phase
+    t.scene = None
+    with pytest.raises(ValueError, match="scene"):
+        start_from_truth(trainer, [t], iters=1)
+
+
+def _ladder():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "ladder.py"
+    spec = importlib.util.spec_from_file_location("ladder", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_ladder_runs_every_rung_at_toy_scale(world):
+    """bench/ladder.py on 2 face2 images with the tiny GAN: six rungs, start/final/drift per run,
+    JSON + CSV; a second call reuses the finished runs."""
+    import csv
+    import json
+
+    from gan2shape.world.dataset import save_test_set
+
+    save_test_set(world / "test", "face2", 2, 0, size=S)
+    argv = ["--family", "face2", "--n", "2", "--test-root", str(world / "test"), "--gan", str(world / "gan.pt"),
+            "--view-mvn", str(world / "view_mvn.pth"), "--light-mvn", str(world / "light_mvn.pth"),
+            "--out", str(world / "ladder"), "--invert-steps", "2", "--stage-iters", "1,1,2", "--prior-iters", "2",
+            "--vl-warmup", "1", "--device", "cpu",
+            "--f1-d", "2", "--np", "2", "--collect-iters", "1"]   # passed to reconstruct (tiny GAN, toy scale)
+    lad = _ladder()
+    result = lad.main(argv)
+    assert list(result["rungs"]) == list(lad.RUNGS) and all(s["n"] == 2 for s in result["rungs"].values())
+    iters = {r["rung"]: r["iterations"] for r in result["runs"]}
+    assert iters == {"truth_pseudo": 4, "truth_predicted": 4, "truth_warmup": 5,   # no pre-fit, +1 warm-up
+                     "prior_pseudo": 6, "prior_predicted": 6, "prior_warmup": 7}
+    for r in result["runs"]:
+        assert r["drift_side"] == pytest.approx(r["final_side"] - r["start_side"])
+        if r["rung"].startswith("truth"):  # the log's start is --init-truth's recorded start
+            m = json.loads((world / "ladder" / "runs" / r["rung"] / r["image"] / "metrics.json").read_text())
+            assert r["start_side"] == pytest.approx(100 * m["start_side"], rel=1e-5)
+    assert result["criterion"]["rung"] == "truth_pseudo" and result["criterion"]["passed"] is None
+    with open(world / "ladder" / "ladder.csv") as f:
+        assert len(list(csv.DictReader(f))) == 12
+    stamp = (world / "ladder" / "runs" / "truth_pseudo" / result["images"][0] / "metrics.json").stat().st_mtime
+    again = lad.main(argv)
+    assert again["runs"] == result["runs"]
+    assert (world / "ladder" / "runs" / "truth_pseudo" / result["images"][0] / "metrics.json").stat().st_mtime == stamp

@@ -1,0 +1,219 @@
+"""The diagnostic ladder: does step 3 hold a depth that starts at the truth? (docs/RESULTS.md
+"Diagnostic ladder").
+
+For the first N held-out images of a world-v2 family, six ``gan2shape reconstruct`` runs per image
+(in this process, through ``gan2shape.cli.main``), one model per run:
+
+| rung | start | projected samples | step 3 renders them in |
+|---|---|---|---|
+| ``truth_pseudo`` (a) | ground truth (``--init-truth``) | self-consistent oracle | the true views and lights (``--step3-viewlight pseudo``) |
+| ``truth_predicted`` (b) | ground truth | oracle | V(Q), L(Q) of the untrained V, L (the method) |
+| ``truth_warmup`` (c) | ground truth | oracle | V(Q), L(Q) after ``--vl-warmup`` V/L-only iterations |
+| ``prior_pseudo`` | prior pre-fit | the GAN's | the pseudo samples' views and lights |
+| ``prior_predicted`` | prior pre-fit | the GAN's | V(Q), L(Q) (the method) |
+| ``prior_warmup`` | prior pre-fit | the GAN's | V(Q), L(Q) after the warm-up |
+
+Inputs: the test set's image, ground-truth mask (the prior and, for car2, the method's mask), depth
+and scene record; the latents are inverted here (``gan2shape invert`` into W with the masks,
+``--invert-steps``) unless ``--latents DIR`` holds ``<name>.pt``. The GAN and the view / light MVNs
+are explicit flags (world v2's GAN may not exist yet: world v1's ``models/synthetic_gan.pt``
+smoke-tests the runner). Recipe: the family's preset (face2: synface, car2: car) at the test
+set's size, one stage of ``--stage-iters``; any further flag goes to every ``reconstruct``.
+
+Per run: **start** = SIDE / MAD of the last step-1 forward before the first step-3 iteration (steps 1
+and 2 leave D and V alone, so this is the depth after the truth fit or the prior pre-fit, in the
+predicted view), **final** = after the schedule, **drift** = final − start. Writes
+``OUT/ladder.json`` (per rung mean ± std over the images, and every run) and ``OUT/ladder.csv``
+(one row per run); SIDE in ×10⁻². A run whose ``metrics.json`` exists is not run again (a
+device-call limit can stop the ladder; run it again to continue).
+
+    python bench/ladder.py --family face2 --n 8 --gan G.pt --view-mvn V.pth --light-mvn L.pth \\
+        --out bench_out/ladder --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+from pathlib import Path
+
+log = logging.getLogger("gan2shape")
+
+# rung: (start, projection, flags); "{warmup}" is --vl-warmup
+RUNGS = {
+    "truth_pseudo": ("truth", "oracle", ["--step3-viewlight", "pseudo"]),
+    "truth_predicted": ("truth", "oracle", []),
+    "truth_warmup": ("truth", "oracle", ["--vl-warmup", "{warmup}"]),
+    "prior_pseudo": ("prior", "gan", ["--step3-viewlight", "pseudo"]),
+    "prior_predicted": ("prior", "gan", []),
+    "prior_warmup": ("prior", "gan", ["--vl-warmup", "{warmup}"]),
+}
+PRESETS = {"face2": "synface", "car2": "car"}   # the families' recipes (docs/world.md)
+# Pass criterion: rung (a) holds the depth within +0.3 SIDE ×10⁻² of its start after 100 step-3 iterations.
+CRITERION = {"rung": "truth_pseudo", "max_drift_side_x100": 0.3, "step3_iterations": 100}
+METRICS = ("start_side", "final_side", "drift_side", "start_mad", "final_mad", "drift_mad")
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="Unknown flags are passed to every `gan2shape reconstruct`.")
+    p.add_argument("--family", required=True, choices=sorted(PRESETS))
+    p.add_argument("--n", type=int, default=8, help="first N images of the family's list.txt")
+    p.add_argument("--test-root", type=Path, default=Path("data/synthetic_v2/test"))
+    p.add_argument("--gan", required=True, type=Path)
+    p.add_argument("--view-mvn", required=True, type=Path)
+    p.add_argument("--light-mvn", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--latents", type=Path, help="folder with <name>.pt W latents (default: invert here)")
+    p.add_argument("--invert-steps", type=int, default=1000)
+    p.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
+    p.add_argument("--preset", help="method preset (default: the family's recipe)")
+    p.add_argument("--stage-iters", default="100,100,100", help="N1,N2,N3 of the one stage")
+    p.add_argument("--prior-iters", type=int, help="prior pre-fit / truth fit iterations (default: preset)")
+    p.add_argument("--vl-warmup", type=int, default=100, help="V/L warm-up of the *_warmup rungs")
+    p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="CPU threads (gan2shape --threads)")
+    return p.parse_known_args(argv)
+
+
+def test_images(root: Path, family: str, n: int) -> list[dict]:
+    """The first ``n`` images of ``root/family/list.txt`` with their files and size."""
+    folder = root / family
+    listing = folder / "list.txt"
+    if not listing.is_file():
+        raise SystemExit(f"{listing}: not found (make the test set with `gan2shape synthesize`)")
+    names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()][:n]
+    if len(names) < n:
+        raise SystemExit(f"{listing}: {len(names)} images, fewer than --n {n}")
+    out = []
+    for name in names:
+        record = json.loads((folder / f"{name}.json").read_text())
+        out.append({"name": name, "size": record["size"], "scene": folder / f"{name}.json",
+                    **{k: folder / f for k, f in record["files"].items()}})
+    return out
+
+
+def _cli(args: argparse.Namespace, argv: list[str]) -> None:
+    from gan2shape.cli import main
+
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    rc = main(threads + argv)
+    if rc != 0:
+        raise SystemExit(f"gan2shape {argv[0]} exited with status {rc}")
+
+
+def latents(args: argparse.Namespace, images: list[dict]) -> dict[str, Path]:
+    """Each image's W latent: from ``--latents``, or inverted into ``OUT/latents`` (once)."""
+    folder = args.latents or args.out / "latents"
+    paths = {im["name"]: folder / f"{im['name']}.pt" for im in images}
+    missing = [im for im in images if not paths[im["name"]].is_file()]
+    if missing and args.latents:
+        raise SystemExit(f"--latents {folder}: no latent for {[im['name'] for im in missing]}")
+    if missing:
+        _cli(args, ["invert", "--gan", str(args.gan), "--images", *[str(im["image"]) for im in missing],
+                    "--masks", *[str(im["mask"]) for im in missing], "--out-dir", str(folder),
+                    "--steps", str(args.invert_steps), "--image-size", str(missing[0]["size"]),
+                    "--device", args.device])
+    return paths
+
+
+def reconstruct_argv(args: argparse.Namespace, rung: str, image: dict, latent: Path, extra: list[str]) -> list[str]:
+    start, projection, flags = RUNGS[rung]
+    run = args.out / "runs" / rung / image["name"]
+    argv = ["reconstruct", "--preset", args.preset or PRESETS[args.family], "--image-size", str(image["size"]),
+            "--crop", "0", "--image", str(image["image"]), "--latent", str(latent), "--name", image["name"],
+            "--mask", str(image["mask"]), "--gt-depth", str(image["depth"]), "--gt-encoding", "synthetic",
+            "--scene", str(image["scene"]), "--out", str(run),
+            "--checkpoint", str(args.out / "checkpoints" / rung / f"{image['name']}.ckpt"),
+            "--gan", str(args.gan), "--view-mvn", str(args.view_mvn), "--light-mvn", str(args.light_mvn),
+            "--device", args.device, "--num-stages", "1", "--stage-iters", args.stage_iters,
+            "--projection", projection]
+    if args.prior_iters is not None:
+        argv += ["--prior-iters", str(args.prior_iters)]
+    argv += ["--init-truth"] if start == "truth" else ["--prior-name", args.prior_name, "--category", "synthetic"]
+    return argv + [f.format(warmup=args.vl_warmup) for f in flags] + extra
+
+
+def start_metrics(run: Path) -> tuple[float, float]:
+    """SIDE and MAD of the last logged step-1 forward before the first step-3 iteration."""
+    entries = json.loads((run / "log.json").read_text())
+    before = []
+    for e in entries:
+        if e["step"] == 3:
+            break
+        if e["step"] == 1 and "side" in e:
+            before.append(e)
+    if not before:
+        raise SystemExit(f"{run}/log.json: no step-1 depth metrics before step 3 (needs N1 >= 1 and --gt-depth)")
+    return before[-1]["side"], before[-1]["mad"]
+
+
+def run_row(rung: str, image: dict, run: Path) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    side0, mad0 = start_metrics(run)
+    row = {"rung": rung, "image": image["name"], "start_side": 100 * side0, "final_side": 100 * m["final_side"],
+           "start_mad": mad0, "final_mad": m["final_mad"], "iterations": m["iterations"], "seconds": m["seconds"]}
+    row["drift_side"] = row["final_side"] - row["start_side"]
+    row["drift_mad"] = row["final_mad"] - row["start_mad"]
+    return row
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per rung: the number of images and mean / population std of every metric."""
+    out = {}
+    for rung in dict.fromkeys(r["rung"] for r in rows):
+        rs = [r for r in rows if r["rung"] == rung]
+        out[rung] = {"n": len(rs), **{f"{k}_{s}": f([r[k] for r in rs]) for k in METRICS
+                                      for s, f in (("mean", statistics.fmean), ("std", statistics.pstdev))}}
+    return out
+
+
+def criterion(summary: dict, n3: int) -> dict:
+    """The pass criterion on rung (a), when it ran (``passed`` only at the criterion's step-3 length)."""
+    c = dict(CRITERION)
+    s = summary.get(c["rung"])
+    if s is not None:
+        c["drift_side_x100"] = s["drift_side_mean"]
+        c["passed"] = s["drift_side_mean"] <= c["max_drift_side_x100"] if n3 == c["step3_iterations"] else None
+    return c
+
+
+def main(argv=None) -> dict:
+    args, extra = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    images = test_images(args.test_root, args.family, args.n)
+    lat = latents(args, images)
+    rows = []
+    for rung in args.rungs:
+        for im in images:
+            run = args.out / "runs" / rung / im["name"]
+            if not (run / "metrics.json").is_file():
+                log.info("ladder: %s %s", rung, im["name"])
+                _cli(args, reconstruct_argv(args, rung, im, lat[im["name"]], extra))
+            rows.append(run_row(rung, im, run))
+    summary = summarize(rows)
+    n3 = int(args.stage_iters.split(",")[2])
+    result = {"family": args.family, "images": [im["name"] for im in images], "gan": str(args.gan),
+              "stage_iters": args.stage_iters, "vl_warmup": args.vl_warmup, "device": args.device,
+              "reconstruct_extra": extra, "side_unit": "x1e-2", "criterion": criterion(summary, n3),
+              "rungs": summary, "runs": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ladder.json").write_text(json.dumps(result, indent=1) + "\n")
+    with open(args.out / "ladder.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"{'rung':<16} {'n':>2}  {'start SIDE':>13} {'final SIDE':>13} {'drift':>13}  "
+          f"{'start MAD':>12} {'final MAD':>12} {'drift':>12}")
+    for rung, s in summary.items():
+        cells = "  ".join(f"{s[k + '_mean']:6.2f} ± {s[k + '_std']:4.2f}" for k in METRICS)
+        print(f"{rung:<16} {s['n']:>2}  {cells}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
