@@ -264,3 +264,36 @@ def test_ladder_runs_every_rung_at_toy_scale(world):
     again = lad.main(argv)
     assert again["runs"] == result["runs"]
     assert (world / "ladder" / "runs" / "truth_pseudo" / result["images"][0] / "metrics.json").stat().st_mtime == stamp
+
+
+def test_init_truth_flag_checks(world):
+    from gan2shape.cli import main
+
+    base = ["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+            "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
+            "--light-mvn", str(world / "light_mvn.pth"), "--out", str(world / "out"), "--init-truth"]
+    with pytest.raises(SystemExit, match="--init-truth needs --scene"):
+        main(base)
+    scene = world / "s.json"
+    scene.write_text("{}")
+    with pytest.raises(SystemExit, match="--prior-iters >= 1"):
+        main(base + ["--scene", str(scene), "--prior-iters", "0"])
+
+
+def test_joint_pretraining_runs_the_warmup_and_the_pseudo_viewlight():
+    """Joint pre-training takes the warm-up phase from phases_of and fills its pools with views and lights."""
+    from gan2shape.method.pretrain import fit_joint
+
+    cfg = tiny_config(schedule=[Stage(1, 1, 2)], collect_iters=4, vl_warmup=2, step3_viewlight="pseudo")
+    model = tiny_model(cfg)
+    trainer = Trainer(model, log_every=1)
+    snaps = {}
+
+    def on_log(entry):
+        if entry["iteration"] in (2, 4):  # end of step 2 | end of the warm-up
+            snaps[entry["iteration"]] = model.nets_state()
+
+    trainer.on_log = on_log
+    res = fit_joint(trainer, [tiny_target(model, f"im{i}", i) for i in range(2)])
+    assert res.iterations == 1 + 1 + 2 + 2 and [e["step"] for e in res.log[1:]] == [1, 2, 3, 3, 3, 3]
+    assert _same(snaps[2], snaps[4], ("netD", "netA", "netEnc")) and not _same(snaps[2], snaps[4], ("netV",))

@@ -16,6 +16,10 @@ outside (``model.projection_hook``), chosen by ``MethodConfig.projection``:
   by the world's mesh renderer in each pseudo view and light (hidden sides, mesh normals, unlit
   background: not representable by the model; see docs/world.md). Selecting it through
   ``MethodConfig.projection`` needs "mesh_oracle" among the config's allowed values.
+
+A hook returns step 3's samples, or (samples, their raw lights) when they are lit otherwise than the
+pseudo samples: both oracles light the scene's true k_a, k_d, which ``step3_viewlight = "pseudo"``
+then renders with.
 """
 
 from __future__ import annotations
