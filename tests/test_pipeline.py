@@ -301,10 +301,11 @@ def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
     assert planned_rules(r.stdout) == {
         "bench2_segment": 1, "bench2_invert": 1,
         "bench2_prior": len(fams) * n * 4,                      # ellipsoid, masked_box, smoothed_box, confidence
-        "bench2_pretrain_depth": n * 2,                         # car2 × {ellipsoid, smoothed_box}
-        # face2: synface + synface-independent (one unit of ≤ 4 images each); car2, one job per image:
-        # car-ellipsoid, car-smoothed_box, remedy and the N_p sweep's 4, 8, 16 (its 32 is car-ellipsoid)
-        "bench2_reconstruct": 2 + n * (3 + 3),
+        "bench2_pretrain_depth": len(fams) * n * 2,             # both families × {ellipsoid, smoothed_box}
+        # face2: synface + synface-independent (one unit of ≤ 4 images each), car-ellipsoid and
+        # car-smoothed_box per image; car2, one job per image: car-ellipsoid, car-smoothed_box, remedy and
+        # the N_p sweep's 4, 8, 16 (its 32 is car-ellipsoid)
+        "bench2_reconstruct": 2 + n * 2 + n * (3 + 3),
         "bench2_evaluate": len(fams), "bench2_figure": len(fams), "bench2_table": 1, "synthetic_v2_benchmark": 1}
     cmds = {}
     for line in r.stdout.splitlines():
@@ -314,7 +315,8 @@ def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
             cmds[(fam, row, unit.removesuffix(".ckpt"))] = cmd
     W, face, car = b["work"], ["face2_0_00000", "face2_0_00001"], ["car2_0_00000", "car2_0_00001"]
     rows = {(f, row) for f, row, _ in cmds}
-    assert rows == {("face2", "gan2shape-synface"), ("face2", "gan2shape-synface-independent")} | {
+    assert rows == {("face2", "gan2shape-synface"), ("face2", "gan2shape-synface-independent"),
+                    ("face2", "gan2shape-car-ellipsoid"), ("face2", "gan2shape-car-smoothed_box")} | {
         ("car2", f"gan2shape-{x}") for x in ("car-ellipsoid", "car-smoothed_box", "remedy", "car-ellipsoid-np4",
                                              "car-ellipsoid-np8", "car-ellipsoid-np16")}
     for row in ("gan2shape-synface", "gan2shape-synface-independent"):  # the synface protocol: 2 images, 1 model

@@ -300,11 +300,15 @@ def bench2_plan(b):
             raise ValueError(f"benchmark_v2.np_sweep.run: {sweep['run']!r} is not an enabled run ({', '.join(runs)}); "
                              f"run: \"\" for no sweep")
         base = runs[sweep["run"]]
+        fams = sweep.get("families") or base["families"]
+        if not set(fams) <= set(base["families"]):
+            raise ValueError(f"benchmark_v2.np_sweep.families: {fams} are not all families of {sweep['run']} "
+                             f"({base['families']})")
         for n in sweep["np"]:
             key = f"{sweep['run']}-np{n}"
             if key in runs:
                 raise ValueError(f"benchmark_v2.np_sweep: row {key} is also in benchmark_v2.runs")
-            runs[key] = {**base, "np": n, "jobs": sweep["run"] if n == base["np"] else key}
+            runs[key] = {**base, "np": n, "families": fams, "jobs": sweep["run"] if n == base["np"] else key}
     for fam, key in b["figure"]["runs"].items():
         if key not in runs or fam not in runs[key]["families"]:
             raise ValueError(f"benchmark_v2.figure.runs.{fam}: {key!r} is not an enabled run on {fam}")
