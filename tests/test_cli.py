@@ -180,6 +180,41 @@ def test_joint_pretrain_flags_are_checked_before_any_work(world, flags, match, c
     assert not (world / "p.pth").exists()
 
 
+def test_sample_gan_feeds_the_joint_pretrain(world, capsys):
+    """`gan2shape sample-gan` writes N images, their W latents (G(w) gives the image back) and a list;
+    truncation t pulls the same samples towards one mean latent; the joint pre-train reads the list
+    with the first sample's prior given by --first-prior (what the Snakemake target runs)."""
+    from gan2shape.gan.stylegan2 import load_latent, load_stylegan2
+    from gan2shape.gan.sample import render
+    from gan2shape.data import load_image
+
+    full, trunc = world / "s1", world / "s07"
+    gan = ["--gan", str(world / "gan.pt"), "--n", "3", "--device", "cpu", "--batch-size", "2"]
+    assert main(["sample-gan", *gan, "--out", str(full)]) == 0
+    assert main(["sample-gan", *gan, "--out", str(trunc), "--truncation", "0.7"]) == 0
+    names = ["000000", "000001", "000002"]
+    assert (full / "list.txt").read_text().split() == [f"{n}.{e}" for n in names for e in ("png", "pt")]
+    assert json.loads((trunc / "sample_gan.json").read_text())["truncation"] == 0.7
+    assert not list(world.glob(".s*"))  # no temporaries left
+    G = load_stylegan2(world / "gan.pt").generator
+    w1 = torch.cat([load_latent(full / f"{n}.pt", G.style_dim) for n in names])
+    w07 = torch.cat([load_latent(trunc / f"{n}.pt", G.style_dim) for n in names])
+    mean = (w07 - 0.7 * w1) / 0.3        # w07 = mean + 0.7 (w1 - mean): one mean for every sample
+    assert torch.allclose(mean, mean[:1].expand_as(mean), atol=1e-4) and not torch.allclose(w1[0], w1[1])
+    img, size = load_image(full / "000001.png", 64)
+    assert size == G.size and (img - render(G, w1[1:2])).abs().max() <= 1.01 / 255 * 2  # 8-bit rounding
+    assert main(["prior", "--name", "ellipsoid", "--mask", str(world / "mask0.png"), "--image-size", "32",
+                 "--out", str(world / "prior0.npy")]) == 0
+    out = world / "pre.pth"
+    assert main(["pretrain", "--list", str(full / "list.txt"), "--first-prior", str(world / "prior0.npy"),
+                 "--streams", "2", "--out", str(out), *_common(world), "--collect-iters", "6"]) == 0
+    sd = torch.load(out, weights_only=True)
+    assert sd["names"] == names and sd["iteration"] == 9 and sd["config"]["joint_streams"] == 2
+    with pytest.raises(SystemExit):
+        main(["sample-gan", *gan, "--out", str(world / "s2"), "--truncation", "1.5"])
+    assert "--truncation: expected a number in (0, 1]" in capsys.readouterr().err
+
+
 def test_optimiser_flags_reach_the_method_config(world):
     from gan2shape.cli import build_parser
     from gan2shape.stages.common import method_config

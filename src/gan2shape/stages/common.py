@@ -180,7 +180,7 @@ def method_config(args: argparse.Namespace):
     """Build the :class:`MethodConfig` from the preset and the flags that were given."""
     from ..method.config import SCHEDULES, Stage, init_iterations_schedule, preset
 
-    names = ["image_size", "n_p", "collect_iters", "joint_streams", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
+    names = ["image_size", "n_p", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
              "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "seed", "relative_enc", "use_mask", "raster_bin_size",
              "raster_max_faces_per_bin"]

@@ -61,7 +61,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                                                                      args.log.resolve() if args.log else None):
         raise SystemExit(f"--checkpoint {args.checkpoint}: is also --out or --log")
     rows = _read_list(args.list)
+    if args.first_prior is not None:
+        if rows[0][2] is not None:
+            raise SystemExit(f"--first-prior: {args.list} already names a prior for its first image")
+        rows[0] = (*rows[0][:2], args.first_prior)
     cfg = method_config(args)
+    if args.joint_streams is not None:
+        cfg.joint_streams = args.joint_streams
     for img, lat, prior in rows:
         for f in (img, lat, prior):
             check_input(f, f"{args.list}:")
@@ -79,7 +85,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         trainer.load_pretrain(args.pretrain)
     targets = [load_target(img.stem, img, lat, cfg, model.G.style_dim, prior=prior, n_latent=model.G.n_latent)
                for img, lat, prior in rows]
-    seconds = None if args.stop_after_seconds is None else max(0.0, args.stop_after_seconds - (time.perf_counter() - t_call))
+    seconds = args.stop_after_seconds
+    if seconds is not None:  # counted from the start of this call
+        seconds = max(0.0, seconds - (time.perf_counter() - t_call))
     result = fit_joint(trainer, targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                        stop_after=args.stop_after, stop_after_seconds=seconds)
     if result.interrupted:
@@ -105,6 +113,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("pretrain", help=cmd_pretrain.__doc__)
     p.add_argument("--list", required=True, type=Path,
                    help="text file, one 'image latent [prior]' per line (the first image's prior seeds netD)")
+    p.add_argument("--first-prior", type=Path,
+                   help="depth prior (.npy) of the list's first image, when the list gives none (seeds netD)")
     p.add_argument("--streams", dest="joint_streams", type=positive_int,
                    help="P image streams trained together, each on its own random order of the images (the "
                         "original's P processes sharing the weights; default: the preset's, 8 for *_pretrain)")
