@@ -275,24 +275,24 @@ def test_joint_streams_train_their_images_together_each_with_its_own_order_and_p
     assert [len(s["order"]) < 3 and 0 <= s["cur"] < 3 for s in ck["extra"]["streams"]] == [True, True]
 
 
-def test_joint_resume_after_interruption_equals_uninterrupted_run(tmp_path, caplog):
-    """Interrupted inside step 2, at the end of step 2 (before its collect), inside step 3 and inside
-    the next stage's step 3, then resumed: bit for bit the uninterrupted run (P = 2 streams). A
-    checkpoint of another P is not resumed."""
-    cfg = tiny_config(schedule=[Stage(2, 2, 3), Stage(1, 2, 2, flip1=True, flip3=True)], collect_iters=6,
+def test_joint_resume_after_interruptions_equals_uninterrupted_run(tmp_path, caplog):
+    """One run interrupted four times -- inside step 2, at the end of step 2 (before its collect),
+    inside step 3 and inside the next stage's step 3 -- and resumed each time ends bit for bit like the
+    uninterrupted run (P = 2 streams). A checkpoint of another P is not resumed."""
+    cfg = tiny_config(schedule=[Stage(1, 2, 2), Stage(1, 1, 2, flip1=True, flip3=True)], collect_iters=6,
                       joint_streams=2)
     ref_model, ref = _joint(cfg)
-    # iterations: stage 0: s1 1-2, s2 3-4, s3 5-7 | stage 1: s1 8, s2 9-10, s3 11-12
-    for stop in (3, 4, 6, 11):
-        ck = f"joint{stop}.pth"
-        _, r1 = _joint(cfg, tmp_path, ck, stop_after=stop)
-        assert r1.interrupted and r1.iterations == stop and (tmp_path / ck).exists()
-        m2, r2 = _joint(cfg, tmp_path, ck)
-        assert not r2.interrupted and r2.iterations == ref.iterations == 12
-        assert _nets_equal(m2, ref_model), f"resume at {stop} differs"
-        assert torch.equal(r2.depth, ref.depth) and r2.log == ref.log and r2.metrics == ref.metrics
+    # iterations: stage 0: s1 1, s2 2-3, s3 4-5 | stage 1: s1 6, s2 7, s3 8-9
+    for stop_after, reached, cursor in ((2, 2, [1, 1]), (1, 3, [2, 0]), (1, 4, [2, 1]), (4, 8, [5, 1])):
+        _, r = _joint(cfg, tmp_path, stop_after=stop_after)
+        ck = torch.load(tmp_path / "joint.pth", weights_only=True)
+        assert r.interrupted and r.iterations == reached and ck["cursor"] == cursor
+    m2, r2 = _joint(cfg, tmp_path)
+    assert not r2.interrupted and r2.iterations == ref.iterations == 9
+    assert _nets_equal(m2, ref_model)
+    assert torch.equal(r2.depth, ref.depth) and r2.log == ref.log and r2.metrics == ref.metrics
     with caplog.at_level("WARNING", logger="gan2shape"):
-        _, r3 = _joint(dataclasses.replace(cfg, joint_streams=1), tmp_path, "joint3.pth", stop_after=1)
+        _, r3 = _joint(dataclasses.replace(cfg, joint_streams=1), tmp_path, stop_after=1)
     assert "another run" in caplog.text and "config" in caplog.text and r3.iterations == 1
 
 

@@ -43,8 +43,86 @@ class Stream:
             self.order.extend(torch.randperm(len(self.states), generator=self.gen).tolist())
         self.cur = self.order.pop(0)
 
+
+class Streams:
+    """The P streams of a joint run over one group of images, and what they share."""
+
+    def __init__(self, whole: Group, gens: Sequence[torch.Generator]):
+        self.whole = whole
+        n, device = len(whole), whole.targets[0].image.device
+        # the prior only seeds the pre-fit; the streams' groups stack images that have none
+        self.train = [replace(t, prior=None) for t in whole.targets]
+        self.streams = [Stream(g, whole.states if r == 0 else [TargetState.new(device) for _ in range(n)])
+                        for r, g in enumerate(gens)]
+        self.owner = [0] * n   # the stream that trained each image last (its metrics are the image's)
+
+    def current(self) -> Group:
+        """The streams' current images, each with its stream's state and generator."""
+        s = self.streams
+        return Group(self.whole.model, [self.train[x.cur] for x in s], [x.states[x.cur] for x in s],
+                     [x.gen for x in s], False)
+
+    def advance(self) -> None:
+        for s in self.streams:
+            s.advance()
+
+    def trained(self) -> None:
+        """Note that every stream has just trained its current image."""
+        for r, s in enumerate(self.streams):
+            self.owner[s.cur] = r
+
+    @torch.no_grad()
+    def refresh_canonical(self) -> None:
+        """The step-1 collect: a no-grad step-1 forward of every image in list order; every stream gets
+        the image's canonical depth, albedo, light, normals (and canonical mask)."""
+        whole = self.whole
+        m, c = whole.model, whole.model.cfg
+        for i in range(len(whole)):
+            one = whole.subgroup([i])
+            out = m.step1(one.target, flip=False, per_image=True)
+            if c.use_mask and one.target.mask is not None:
+                one.set_canon_mask(m.canonical_mask(one.target, out.depth, out.view))
+            one.set_canonical(out)
+            for s in self.streams:
+                s.states[i].canonical, s.states[i].canon_mask = one.states[0].canonical, one.states[0].canon_mask
+
+    @torch.no_grad()
+    def collect(self) -> None:
+        """The step-2 collect: ``collect_iters`` no-grad step-2 forwards per stream, each on its current
+        image (the P streams in one batch), into the stream's pool of that image, then the next image."""
+        m = self.whole.model
+        c, n_p = m.cfg, m.cfg.n_p
+        for s in self.streams:
+            for st in s.states:
+                st.pool.start()
+        for _ in range(c.collect_iters):
+            group = self.current()
+            _, _, proj, pmask = m.step2(group.target, group.canonical(c.use_mask), group.gens, per_image=True)
+            for r, st in enumerate(group.states):
+                st.pool.add(proj[r * n_p:(r + 1) * n_p], pmask[r * n_p:(r + 1) * n_p])
+            self.advance()
+        for s in self.streams:
+            for st in s.states:
+                st.pool.finish()
+
+    def every(self) -> Group:
+        """Every stream's state of every image, with the streams' generators (for the checkpoint)."""
+        n = len(self.whole)
+        return Group(self.whole.model, self.train * len(self.streams), [st for s in self.streams for st in s.states],
+                     [s.gen for s in self.streams for _ in range(n)], False)
+
     def position(self) -> dict:
-        return {"order": list(self.order), "cur": self.cur}
+        return {"streams": [{"order": list(s.order), "cur": s.cur} for s in self.streams], "owner": list(self.owner)}
+
+    def load_position(self, d: dict) -> None:
+        for s, pos in zip(self.streams, d["streams"]):
+            s.order, s.cur = list(pos["order"]), int(pos["cur"])
+        self.owner = list(d["owner"])
+
+    def final(self) -> Group:
+        """All images, each with the state of the stream that trained it last (for the result)."""
+        w = self.whole
+        return Group(w.model, w.targets, [self.streams[r].states[i] for i, r in enumerate(self.owner)], w.gens, False)
 
 
 def check_collect_iters(collect_iters: int, n_images: int) -> None:
@@ -78,20 +156,12 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     """
     c = trainer.cfg
     t0 = time.perf_counter()
-    streams_n = c.joint_streams
-    gens = [torch.Generator().manual_seed(c.seed + r) for r in range(streams_n)]
+    gens = [torch.Generator().manual_seed(c.seed + r) for r in range(c.joint_streams)]
     whole = trainer.group(targets, gens=[gens[0]] * len(targets))
-    m, n, n_p = whole.model, len(whole), c.n_p
     if c.step3_pool == "original":
-        check_collect_iters(c.collect_iters, n)
-    # the prior only seeds the pre-fit; the streams' groups stack images that have none
-    train = [replace(t, prior=None) for t in whole.targets]
-    streams = [Stream(g, whole.states if r == 0 else [TargetState.new(trainer.model.device) for _ in range(n)])
-               for r, g in enumerate(gens)]
-    owner = [0] * n   # the stream that trained each image last (its metrics are the image's)
-    # every stream's state of every image, for the checkpoint
-    every = Group(m, train * streams_n, [st for s in streams for st in s.states],
-                  [s.gen for s in streams for _ in range(n)], False)
+        check_collect_iters(c.collect_iters, len(whole))
+    streams = Streams(whole, gens)
+    every = streams.every()
     ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
                                    "inputs": fingerprint(whole.targets, trainer.model.nets_state())})
     persistent = {} if c.optimizers == "persistent" else None
@@ -101,27 +171,15 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     if saved is not None:
         cursor, global_it, logs, elapsed, opt_state = ckpt.restore(saved, trainer, every, persistent)
         log = logs[0]
-        for s, pos in zip(streams, saved["extra"]["streams"]):
-            s.order, s.cur = list(pos["order"]), int(pos["cur"])
-        owner = list(saved["extra"]["owner"])
+        streams.load_position(saved["extra"])
     else:
         if not trainer.pretrained_depth and c.prior_iters > 0:
             first = whole.targets[0]
             if first.prior is None:
                 raise ValueError(f"{first.name}: no pretrained depth net and no prior to pre-fit it to")
-            r = fit_depth_to_prior(m, first.image, first.prior, c.prior_iters, c.prior_tol)
+            r = fit_depth_to_prior(whole.model, first.image, first.prior, c.prior_iters, c.prior_tol)
             log.append({"iteration": 0, "step": 0, **r})
-        for s in streams:
-            s.advance()
-
-    def current() -> Group:
-        """The streams' current images, each with its stream's state and generator."""
-        return Group(m, [train[s.cur] for s in streams], [s.states[s.cur] for s in streams],
-                     [s.gen for s in streams], False)
-
-    def advance() -> None:
-        for s in streams:
-            s.advance()
+        streams.advance()
 
     def stop_now() -> bool:
         return ((stop_after is not None and done >= stop_after)
@@ -129,13 +187,12 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
 
     def save(cur, opts) -> None:
         ckpt.save(cur, trainer, every, opts, persistent, [log], elapsed + time.perf_counter() - t0, global_it,
-                  keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3,
-                  extra={"streams": [s.position() for s in streams], "owner": owner})
+                  keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3, extra=streams.position())
 
     done, interrupted, pbar = 0, False, None
     if trainer.progress:
         from tqdm import tqdm
-        pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=f"joint x{streams_n}", unit="it")
+        pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=f"joint x{c.joint_streams}", unit="it")
     for pi in range(cursor[0], len(phases)):
         phase = phases[pi]
         opts = trainer.optimizers(phase.step, whole, persistent)
@@ -144,13 +201,12 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
             for name, o in opts.items():
                 o.load_state_dict(opt_state[name])
         for it in range(start, phase.n):
-            group = current()
+            group = streams.current()
             if phase.step == 1:
                 for st in group.states:
                     st.canon_mask = None  # recomputed at every step-1 iteration of the image
             (terms,) = trainer.iteration(phase, group, opts, random_pool=True)
-            for r, s in enumerate(streams):
-                owner[s.cur] = r
+            streams.trained()
             global_it += 1
             done += 1
             if pbar is not None:
@@ -161,7 +217,7 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
                 log.append(entry)
                 if trainer.on_log:
                     trainer.on_log(entry)
-            advance()
+            streams.advance()
             last, stop = it == phase.n - 1, stop_now()
             if ckpt.path is not None and not last and (global_it % checkpoint_every == 0 or stop):
                 save((pi, it + 1), opts)
@@ -170,22 +226,10 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
                 break
         if interrupted:
             break
-        with torch.no_grad():
-            if phase.step == 1:
-                refresh_canonical(whole, streams)
-            elif phase.step == 2 and c.step3_pool == "original":
-                for s in streams:
-                    for st in s.states:
-                        st.pool.start()
-                for _ in range(c.collect_iters):  # each stream: a forward on its current image, then the next
-                    group = current()
-                    _, _, proj, pmask = m.step2(group.target, group.canonical(c.use_mask), group.gens, per_image=True)
-                    for r, st in enumerate(group.states):
-                        st.pool.add(proj[r * n_p:(r + 1) * n_p], pmask[r * n_p:(r + 1) * n_p])
-                    advance()
-                for s in streams:
-                    for st in s.states:
-                        st.pool.finish()
+        if phase.step == 1:
+            streams.refresh_canonical()
+        elif phase.step == 2 and c.step3_pool == "original":
+            streams.collect()
         stop = stop_now()
         if ckpt.path is not None and (stop or pi == len(phases) - 1):
             save((pi + 1, 0), {})
@@ -194,22 +238,7 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
             break
     if pbar is not None:
         pbar.close()
-    final = Group(whole.model, whole.targets, [streams[owner[i]].states[i] for i in range(n)], whole.gens, False)
-    return trainer.result(final, [log], elapsed + time.perf_counter() - t0, global_it, interrupted)
-
-
-def refresh_canonical(whole: Group, streams: Sequence[Stream]) -> None:
-    """The step-1 collect: a no-grad step-1 forward of every image in list order; every stream gets
-    the image's canonical depth, albedo, light, normals (and canonical mask)."""
-    m, c = whole.model, whole.model.cfg
-    for i in range(len(whole)):
-        one = whole.subgroup([i])
-        out = m.step1(one.target, flip=False, per_image=True)
-        if c.use_mask and one.target.mask is not None:
-            one.set_canon_mask(m.canonical_mask(one.target, out.depth, out.view))
-        one.set_canonical(out)
-        for s in streams:
-            s.states[i].canonical, s.states[i].canon_mask = one.states[0].canonical, one.states[0].canon_mask
+    return trainer.result(streams.final(), [log], elapsed + time.perf_counter() - t0, global_it, interrupted)
 
 
 def pretrain_file(model, result: FitResult, nets: Sequence[str] = NET_NAMES, half: bool = False) -> dict:
