@@ -184,9 +184,9 @@ def test_sample_gan_feeds_the_joint_pretrain(world, capsys):
     """`gan2shape sample-gan` writes N images, their W latents (G(w) gives the image back) and a list;
     truncation t pulls the same samples towards one mean latent; the joint pre-train reads the list
     with the first sample's prior given by --first-prior (what the Snakemake target runs)."""
-    from gan2shape.gan.stylegan2 import load_latent, load_stylegan2
-    from gan2shape.gan.sample import render
     from gan2shape.data import load_image
+    from gan2shape.gan.sample import render
+    from gan2shape.gan.stylegan2 import load_latent, load_stylegan2
 
     full, trunc = world / "s1", world / "s07"
     gan = ["--gan", str(world / "gan.pt"), "--n", "3", "--device", "cpu", "--batch-size", "2"]

@@ -45,10 +45,19 @@ def _read_list(path: Path) -> list[tuple[Path, Path, Path | None]]:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Jointly pre-train the GAN2Shape networks on many images; write an official pretrain file."""
-    from .common import build_model, check_input, check_model_args, check_output_file, load_target, method_config
+    from ..data import save_json
     from ..io import atomic_torch_save
     from ..method.pretrain import check_collect_iters, fit_joint, pretrain_file
     from ..method.trainer import Trainer
+    from .common import (
+        build_model,
+        check_input,
+        check_model_args,
+        check_output_file,
+        load_target,
+        method_config,
+        resolved_config,
+    )
 
     t_call = time.perf_counter()
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
@@ -95,8 +104,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                     result.iterations, result.seconds, args.checkpoint)
         return 3
     atomic_torch_save(pretrain_file(model, result, nets, args.half), args.out)
-    from ..data import save_json
-    from .common import resolved_config
     save_json(resolved_config(args, cfg), args.out.with_name(args.out.stem + ".config.json"))
     if args.log is not None:
         save_json(result.log, args.log)
@@ -108,7 +115,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def add_cli(subparsers) -> argparse.ArgumentParser:
-    from .common import add_checkpoint_flags, add_method_flags, add_model_flags, nonneg_float, positive_int
+    from .common import (
+        add_checkpoint_flags,
+        add_method_flags,
+        add_model_flags,
+        nonneg_float,
+        positive_int,
+    )
 
     p = subparsers.add_parser("pretrain", help=cmd_pretrain.__doc__)
     p.add_argument("--list", required=True, type=Path,
