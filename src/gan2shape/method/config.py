@@ -127,7 +127,7 @@ class MethodConfig:
     def __post_init__(self):
         if self.border_depth is None:
             self.border_depth = 0.7 * self.max_depth + 0.3 * self.min_depth
-        if not (isinstance(self.joint_streams, int) and self.joint_streams >= 1):
+        if isinstance(self.joint_streams, bool) or not isinstance(self.joint_streams, int) or self.joint_streams < 1:
             raise ValueError(f"joint_streams must be an integer >= 1, got {self.joint_streams!r}")
         if self.step3_pool not in ("original", "last_batch"):
             raise ValueError(f"step3_pool must be 'original' or 'last_batch', got {self.step3_pool!r}")

@@ -128,7 +128,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="text file, one 'image latent [prior]' per line (the first image's prior seeds netD)")
     p.add_argument("--first-prior", type=Path,
                    help="depth prior (.npy) of the list's first image, when the list gives none (seeds netD)")
-    p.add_argument("--streams", dest="joint_streams", type=positive_int,
+    p.add_argument("--streams", dest="joint_streams", type=positive_int, metavar="P",
                    help="P image streams trained together, each on its own random order of the images (the "
                         "original's P processes sharing the weights; default: the preset's, 8 for *_pretrain)")
     p.add_argument("--nets", default=",".join(NET_NAMES), help="networks to write (comma-separated)")
@@ -138,7 +138,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive_int, default=100)
     p.add_argument("--progress", action="store_true")
     add_checkpoint_flags(p, every=500)
-    p.add_argument("--stop-after-seconds", type=nonneg_float,
+    p.add_argument("--stop-after-seconds", type=nonneg_float, metavar="S",
                    help="stop at the first iteration after this many seconds of this call, write --checkpoint and "
                         "exit with status 3 (re-run the same command to continue)")
     add_method_flags(p)
