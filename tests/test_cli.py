@@ -110,7 +110,7 @@ def test_console_script_help():
 
 
 def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
-    """`gan2shape pretrain` (joint, one image per iteration) writes the chosen nets in float16 in the
+    """`gan2shape pretrain` (joint, one stream: one image per iteration) writes the chosen nets in float16 in the
     official layout; an instance run loads it and, without netD, still pre-fits depth to its prior."""
     _pretrain_list(world)
     out = world / "pre.pth"
