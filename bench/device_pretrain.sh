@@ -5,11 +5,11 @@
 # into W, pre-train D/A/V/L/E jointly (`gan2shape pretrain`, preset synface_pretrain) and return
 # the kept networks in float16, one file per network ($OUT/pretrain_<net>.pth, each < 16 MiB).
 # Env: NT, PRE_STAGES (stages of the synface_pretrain schedule), STAGE_ITERS, COLLECT, PRIOR_ITERS, INV_STEPS,
-# NETS, DEVICE, W, OUT.
+# STREAMS (images trained together, the original's 8 processes), NETS, DEVICE, W, OUT.
 set -euo pipefail
 NT=${NT:-100}; PRE_STAGES=${PRE_STAGES:-2}; INV_STEPS=${INV_STEPS:-300}; NETS=${NETS:-netV,netL,netEnc}
 DEVICE=${DEVICE:-cuda}; W=${W:-/tmp/pre}; OUT=${OUT:-pre_out}; STAGE_ITERS=${STAGE_ITERS:-}
-COLLECT=${COLLECT:-1000}; PRIOR_ITERS=${PRIOR_ITERS:-1000}
+COLLECT=${COLLECT:-1000}; PRIOR_ITERS=${PRIOR_ITERS:-1000}; STREAMS=${STREAMS:-8}
 GAN=models/synthetic_gan.pt
 if [ "$DEVICE" = cuda ] && [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
 G2S="python3 -m gan2shape"
@@ -33,7 +33,7 @@ $G2S prior --name ellipsoid --category synthetic --mask "${masks[0]}" --image-si
   for im in "${imgs[@]:1}"; do echo "$im $W/inv/$(basename "$im" .png).pt"; done
 } > "$W/train.txt"
 echo "prepared in $((SECONDS - START)) s"
-$G2S pretrain --list "$W/train.txt" --preset synface_pretrain --crop 0 --image-size 64 --num-stages "$PRE_STAGES" \
+$G2S pretrain --list "$W/train.txt" --preset synface_pretrain --streams "$STREAMS" --crop 0 --image-size 64 --num-stages "$PRE_STAGES" \
     ${STAGE_ITERS:+--stage-iters $STAGE_ITERS} --collect-iters "$COLLECT" --prior-iters "$PRIOR_ITERS" --perceptual discriminator \
     --raster-bin-size 16 --raster-max-faces-per-bin 2000 --gan "$GAN" --view-mvn models/synthetic_view_mvn.pth \
     --light-mvn models/synthetic_light_mvn.pth --nets "$NETS" --half --out "$W/pretrain.pth" \

@@ -1,4 +1,4 @@
-"""Stage CLIs on tiny data: reconstruct (end to end), prior, pretrain-depth."""
+"""Stage CLIs on tiny data: reconstruct (end to end), prior, pretrain-depth, pretrain (joint)."""
 
 from __future__ import annotations
 
@@ -110,16 +110,9 @@ def test_console_script_help():
 
 
 def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
-    """`gan2shape pretrain` (joint, one image per iteration) writes the chosen nets in float16 in the
+    """`gan2shape pretrain` (joint, one stream: one image per iteration) writes the chosen nets in float16 in the
     official layout; an instance run loads it and, without netD, still pre-fits depth to its prior."""
-    import shutil
-
-    from gan2shape.method.priors import make_prior
-
-    shutil.copy(world / "img0.png", world / "img1.png")
-    shutil.copy(world / "img0.pt", world / "img1.pt")
-    np.save(world / "prior0.npy", make_prior("ellipsoid", mask=disc_mask(), category="synthetic")[0].numpy())
-    (world / "train.txt").write_text("img0.png img0.pt prior0.npy\nimg1.png img1.pt\n")
+    _pretrain_list(world)
     out = world / "pre.pth"
     rc = main(["pretrain", "--list", str(world / "train.txt"), "--nets", "netV,netL,netA,netEnc", "--half",
                "--out", str(out), "--log", str(world / "pre_log.json"), *_common(world), "--collect-iters", "4"])
@@ -141,6 +134,85 @@ def test_joint_pretrain_stage_writes_a_partial_half_pretrain_file(world):
     (world / "bad.txt").write_text("img0.png\n")
     with pytest.raises(SystemExit, match="bad.txt:1"):
         main(["pretrain", "--list", str(world / "bad.txt"), "--out", str(out), *_common(world)])
+
+
+def _pretrain_list(world) -> Path:
+    """Two training images (the second a copy of the first) and the first one's prior."""
+    import shutil
+
+    from gan2shape.method.priors import make_prior
+
+    shutil.copy(world / "img0.png", world / "img1.png")
+    shutil.copy(world / "img0.pt", world / "img1.pt")
+    np.save(world / "prior0.npy", make_prior("ellipsoid", mask=disc_mask(), category="synthetic")[0].numpy())
+    (world / "train.txt").write_text("img0.png img0.pt prior0.npy\nimg1.png img1.pt\n")
+    return world / "train.txt"
+
+
+def test_joint_pretrain_stops_after_seconds_and_the_same_command_resumes(world, caplog):
+    """--stop-after-seconds 0 stops after the first iteration with status 3, a checkpoint and nothing at
+    --out; the same command without it finishes with the weights of an uninterrupted run (2 streams)."""
+    lst = _pretrain_list(world)
+    base = ["pretrain", "--list", str(lst), "--streams", "2", *_common(world), "--collect-iters", "4"]
+    assert main(base + ["--out", str(world / "ref.pth")]) == 0
+    out, ck = world / "pre.pth", world / "pre.ckpt"
+    cmd = base + ["--out", str(out), "--checkpoint", str(ck)]
+    with caplog.at_level("WARNING", logger="gan2shape"):
+        assert main(cmd + ["--stop-after-seconds", "0"]) == 3
+    assert "re-run the same command to continue" in caplog.text
+    assert ck.exists() and not out.exists() and not list(world.glob(".pre*"))
+    assert torch.load(ck, weights_only=True)["iteration"] == 1
+    assert main(cmd) == 0 and out.exists() and not ck.exists()
+    a, b = torch.load(out, weights_only=True), torch.load(world / "ref.pth", weights_only=True)
+    assert a["config"]["joint_streams"] == 2 and a["iteration"] == b["iteration"] == 9
+    assert all(torch.equal(a[n][k], b[n][k]) for n in ("netD", "netA", "netV", "netL", "netEnc") for k in a[n])
+
+
+@pytest.mark.parametrize("flags,match", [(["--streams", "0"], None), (["--stop-after-seconds", "-1"], None),
+                                         (["--checkpoint-every", "0"], None),
+                                         (["--stop-after-seconds", "5"], "needs --checkpoint")])
+def test_joint_pretrain_flags_are_checked_before_any_work(world, flags, match, capsys):
+    args = ["pretrain", "--list", str(_pretrain_list(world)), "--out", str(world / "p.pth"), *_common(world), *flags]
+    with pytest.raises(SystemExit, match=match):
+        main(args)
+    if match is None:  # rejected by the parser
+        assert flags[0] in capsys.readouterr().err
+    assert not (world / "p.pth").exists()
+
+
+def test_sample_gan_feeds_the_joint_pretrain(world, capsys):
+    """`gan2shape sample-gan` writes N images, their W latents (G(w) gives the image back) and a list;
+    truncation t pulls the same samples towards one mean latent; the joint pre-train reads the list
+    with the first sample's prior given by --first-prior (what the Snakemake target runs)."""
+    from gan2shape.data import load_image
+    from gan2shape.gan.sample import render
+    from gan2shape.gan.stylegan2 import load_latent, load_stylegan2
+
+    full, trunc = world / "s1", world / "s07"
+    gan = ["--gan", str(world / "gan.pt"), "--n", "3", "--device", "cpu", "--batch-size", "2"]
+    assert main(["sample-gan", *gan, "--out", str(full)]) == 0
+    assert main(["sample-gan", *gan, "--out", str(trunc), "--truncation", "0.7"]) == 0
+    names = ["000000", "000001", "000002"]
+    assert (full / "list.txt").read_text().split() == [f"{n}.{e}" for n in names for e in ("png", "pt")]
+    assert json.loads((trunc / "sample_gan.json").read_text())["truncation"] == 0.7
+    assert not list(world.glob(".s*"))  # no temporaries left
+    G = load_stylegan2(world / "gan.pt").generator
+    w1 = torch.cat([load_latent(full / f"{n}.pt", G.style_dim) for n in names])
+    w07 = torch.cat([load_latent(trunc / f"{n}.pt", G.style_dim) for n in names])
+    mean = (w07 - 0.7 * w1) / 0.3        # w07 = mean + 0.7 (w1 - mean): one mean for every sample
+    assert torch.allclose(mean, mean[:1].expand_as(mean), atol=1e-4) and not torch.allclose(w1[0], w1[1])
+    img, size = load_image(full / "000001.png", 64)
+    assert size == G.size and (img - render(G, w1[1:2])).abs().max() <= 1.01 / 255 * 2  # 8-bit rounding
+    assert main(["prior", "--name", "ellipsoid", "--mask", str(world / "mask0.png"), "--image-size", "32",
+                 "--out", str(world / "prior0.npy")]) == 0
+    out = world / "pre.pth"
+    assert main(["pretrain", "--list", str(full / "list.txt"), "--first-prior", str(world / "prior0.npy"),
+                 "--streams", "2", "--out", str(out), *_common(world), "--collect-iters", "6"]) == 0
+    sd = torch.load(out, weights_only=True)
+    assert sd["names"] == names and sd["iteration"] == 9 and sd["config"]["joint_streams"] == 2
+    with pytest.raises(SystemExit):
+        main(["sample-gan", *gan, "--out", str(world / "s2"), "--truncation", "1.5"])
+    assert "--truncation: expected a number in (0, 1]" in capsys.readouterr().err
 
 
 def test_optimiser_flags_reach_the_method_config(world):

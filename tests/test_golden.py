@@ -1,7 +1,7 @@
 """Golden tiny runs: the training loop reproduces the runs recorded before its refactor.
 
 ``tests/golden/record.py`` defines the runs (float64; one image, three independent models in one
-batch, a shared group of two, joint pre-training, the generalized trainer) and made
+batch, a shared group of two, joint pre-training (one and two stages), the generalized trainer) and made
 ``golden_runs.npz``. Every depth, albedo, view, light and logged number must match to 1e-6.
 """
 
@@ -22,7 +22,7 @@ def current():
     return record.runs()
 
 
-@pytest.mark.parametrize("run", ["k1", "k3", "shared2", "joint", "generalized"])
+@pytest.mark.parametrize("run", ["k1", "k3", "shared2", "joint", "joint2", "generalized"])
 def test_golden_run_unchanged(current, run):
     golden = np.load(record.GOLDEN)
     keys = [k for k in golden.files if k.startswith(run + "/")]

@@ -123,6 +123,37 @@ def test_dry_run_for_every_dataset(tmp_path, dataset):
         assert "pretrain_depth" not in jobs
     else:
         assert jobs.get("pretrain_depth", 0) >= 2
+    assert "joint_pretrain" not in jobs and "sample_gan" not in jobs  # no dataset asks for it
+
+
+def _job_block(out: str, rule: str) -> str:
+    """A dry run's text about one job: from its "rule <name>:" line to the next blank line."""
+    return out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_joint_pretrain_target_plans_samples_prior_and_a_resumable_gpu_job(tmp_path):
+    """`snakemake joint_pretrain`: GAN samples, the first sample's mask and ellipsoid prior, and the
+    P-stream pre-train with a checkpoint under results (rerunning resumes); in `all` only for a
+    dataset with joint_pretrain: true; params are validated."""
+    repo = copy_repo(tmp_path, {"joint_pretrain": {"images": 12, "streams": 4, "max_seconds": 3600}})
+    r = snakemake("joint_pretrain", "-n", "-p", "--cores", "4", "--resources", "gpu=1", cwd=repo)
+    assert planned_rules(r.stdout) == {"sample_gan": 1, "pretrain_mask": 1, "pretrain_prior": 1, "joint_pretrain": 1}
+    job = _job_block(r.stdout, "joint_pretrain")
+    res = "results/pretrain/synthetic-face"
+    for part in ("gpu=1", "--streams 4", "--preset synface_pretrain", "--crop 0", f"--checkpoint {res}/pretrain.ckpt",
+                 "--stop-after-seconds 3600", f"--first-prior {res}/prior_000000.npy", f"--out {res}/pretrain.pth",
+                 f"--list {res}/samples/list.txt"):
+        assert part in job, part
+    assert "--n 12 --truncation 1.0" in _job_block(r.stdout, "sample_gan")
+    assert "--name ellipsoid" in _job_block(r.stdout, "pretrain_prior")
+    datasets = yaml.safe_load((repo / "config/datasets.yaml").read_text())
+    datasets["synthetic-face"]["joint_pretrain"] = True
+    (repo / "config/datasets.yaml").write_text(yaml.safe_dump(datasets, sort_keys=False))
+    r = snakemake("all", "-n", "--cores", "4", "--resources", "gpu=1", cwd=repo)
+    assert planned_rules(r.stdout).get("joint_pretrain") == 1
+    bad = copy_repo(tmp_path / "bad", {"joint_pretrain": {"streams": 0}})
+    r = snakemake("joint_pretrain", "-n", cwd=bad, check=False)
+    assert r.returncode != 0 and "streams" in r.stdout + r.stderr
 
 
 def test_real_dataset_without_download_plans_the_download(tmp_path):

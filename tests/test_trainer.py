@@ -18,7 +18,7 @@ from gan2shape.method.config import (
 )
 from gan2shape.method.generalized import fit_generalized
 from gan2shape.method.prefit import fit_depth_to_prior
-from gan2shape.method.pretrain import fit_joint
+from gan2shape.method.pretrain import Stream, fit_joint, pretrain_file
 from gan2shape.method.renderer import view_to_physical
 from gan2shape.method.sampling import LatentOffsetMapper, ProjectionPool
 from gan2shape.method.trainer import Trainer, phases_of
@@ -232,10 +232,11 @@ def test_joint_pretraining_writes_an_official_pretrain_file(tmp_path):
     cfg = tiny_config(schedule=[Stage(2, 2, 2), Stage(2, 2, 2, flip1=True, flip3=True)], collect_iters=6)
     model = tiny_model(cfg)
     targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
-    res = fit_joint(Trainer(model), targets, checkpoint=tmp_path / "pre.pth")
+    res = fit_joint(Trainer(model), targets)
     assert res.iterations == 12 and res.depth.shape == (3, 32, 32)
+    torch.save(pretrain_file(model, res), tmp_path / "pre.pth")
     sd = torch.load(tmp_path / "pre.pth", weights_only=True)
-    assert {"netD", "netA", "netV", "netL", "netEnc"} <= set(sd)
+    assert {"netD", "netA", "netV", "netL", "netEnc"} <= set(sd) and sd["names"] == ["im0", "im1", "im2"]
     # loading it skips the ellipsoid pre-fit
     m2 = tiny_model(tiny_config())
     tr = Trainer(m2)
@@ -244,6 +245,64 @@ def test_joint_pretraining_writes_an_official_pretrain_file(tmp_path):
     t.prior = None
     r = tr.fit(t)
     assert r.iterations == 9 and all(e["step"] != 0 for e in r.log)
+
+
+def test_a_stream_walks_a_new_random_permutation_every_pass():
+    s = Stream(torch.Generator().manual_seed(5), [None] * 4)
+    seen = []
+    for _ in range(12):
+        s.advance()
+        seen.append(s.cur)
+    g = torch.Generator().manual_seed(5)
+    assert seen == [i for _ in range(3) for i in torch.randperm(4, generator=g).tolist()]
+    assert all(sorted(seen[k:k + 4]) == [0, 1, 2, 3] for k in (0, 4, 8))
+
+
+def _joint(cfg, tmp_path=None, ck="joint.pth", **kw):
+    model = tiny_model(cfg)
+    targets = [tiny_target(model, f"im{i}", i) for i in range(3)]
+    res = fit_joint(Trainer(model, log_every=1), targets, checkpoint=None if tmp_path is None else tmp_path / ck,
+                    checkpoint_every=4, **kw)
+    return model, res
+
+
+def test_joint_streams_train_their_images_together_each_with_its_own_order_and_pools(tmp_path):
+    """P = 2 streams: every iteration trains both streams' current images; each stream's collect pass
+    runs collect_iters forwards on its own images into its own pools; the canonical state is shared."""
+    cfg = tiny_config(schedule=[Stage(2, 1, 2)], collect_iters=6, joint_streams=2)
+    _, res = _joint(cfg, tmp_path, stop_after=3)   # stopped after step 2 and its collect: pools kept
+    assert res.interrupted and res.iterations == 3
+    assert [len(e["image"].split(",")) for e in res.log if e["step"] != 0] == [2, 2, 2]
+    ck = torch.load(tmp_path / "joint.pth", weights_only=True)
+    assert ck["cursor"] == [2, 0] and len(ck["targets"]) == 2 * 3 and len(ck["rng"]) == 2
+    pools = [t["pool"]["images"] for t in ck["targets"]]
+    for r in range(2):  # collect_iters forwards of N_p samples per stream, every image visited
+        assert sum(len(p) for p in pools[3 * r:3 * r + 3]) == 6 * 2 and all(len(p) > 0 for p in pools[3 * r:3 * r + 3])
+    assert not torch.equal(pools[0][:2], pools[3][:2])  # stream 1 drew its own samples of image 0
+    for i in range(3):
+        assert torch.equal(ck["targets"][i]["canonical"]["depth"], ck["targets"][3 + i]["canonical"]["depth"])
+    assert [len(s["order"]) < 3 and 0 <= s["cur"] < 3 for s in ck["extra"]["streams"]] == [True, True]
+
+
+def test_joint_resume_after_interruptions_equals_uninterrupted_run(tmp_path, caplog):
+    """One run interrupted four times -- inside step 2, at the end of step 2 (before its collect),
+    inside step 3 and inside the next stage's step 3 -- and resumed each time ends bit for bit like the
+    uninterrupted run (P = 2 streams). A checkpoint of another P is not resumed."""
+    cfg = tiny_config(schedule=[Stage(1, 2, 2), Stage(1, 1, 2, flip1=True, flip3=True)], collect_iters=6,
+                      joint_streams=2)
+    ref_model, ref = _joint(cfg)
+    # iterations: stage 0: s1 1, s2 2-3, s3 4-5 | stage 1: s1 6, s2 7, s3 8-9
+    for stop_after, reached, cursor in ((2, 2, [1, 1]), (1, 3, [2, 0]), (1, 4, [2, 1]), (4, 8, [5, 1])):
+        _, r = _joint(cfg, tmp_path, stop_after=stop_after)
+        ck = torch.load(tmp_path / "joint.pth", weights_only=True)
+        assert r.interrupted and r.iterations == reached and ck["cursor"] == cursor
+    m2, r2 = _joint(cfg, tmp_path)
+    assert not r2.interrupted and r2.iterations == ref.iterations == 9
+    assert _nets_equal(m2, ref_model)
+    assert torch.equal(r2.depth, ref.depth) and r2.log == ref.log and r2.metrics == ref.metrics
+    with caplog.at_level("WARNING", logger="gan2shape"):
+        _, r3 = _joint(dataclasses.replace(cfg, joint_streams=1), tmp_path, stop_after=1)
+    assert "another run" in caplog.text and "config" in caplog.text and r3.iterations == 1
 
 
 def test_generalized_trainer_checkpoints_every_epoch_and_resumes(tmp_path):

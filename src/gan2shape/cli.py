@@ -22,7 +22,7 @@ import torch
 # Modules that register their stage subcommands through ``add_cli(subparsers)``, in help order.
 STAGE_MODULES: tuple[str, ...] = (
     "gan2shape.download", "gan2shape.world.cli", "gan2shape.gan.train_gan", "gan2shape.gan.invert",
-    "gan2shape.masks.segmenter", "gan2shape.masks", "gan2shape.stages.prior", "gan2shape.stages.pretrain_depth",
+    "gan2shape.gan.sample", "gan2shape.masks.segmenter", "gan2shape.masks", "gan2shape.stages.prior", "gan2shape.stages.pretrain_depth",
     "gan2shape.stages.pretrain", "gan2shape.stages.reconstruct", "gan2shape.report.evaluate",
     "gan2shape.report.figures", "gan2shape.report.page",
 )

@@ -9,6 +9,8 @@ or after ~15 iterations in float64, two equal computations no longer agree to 1e
 * ``k3``: three images, independent models trained in one batch;
 * ``shared2``: two images sharing one model (losses averaged);
 * ``joint``: joint pre-training over three images;
+* ``joint2``: joint pre-training over three images, two stages (the step-1 and step-2 collect passes
+  twice, masks on); recorded in 2026-12 by ``fit_joint`` before it got P streams, so it pins P = 1;
 * ``generalized``: the generalized trainer over three images (initialisation epoch + 2 epochs).
 Each stores depth, recon_depth, albedo, view, light and the loss log. ``tests/test_golden.py``
 compares the current code with the stored file. The stored file was made on 2026-12-01 by the
@@ -60,7 +62,7 @@ def log_array(log) -> np.ndarray:
 
 def runs() -> dict[str, np.ndarray]:
     """Every golden run through the current API; returns name -> array."""
-    from gan2shape.method.config import GeneralizedConfig
+    from gan2shape.method.config import GeneralizedConfig, Stage
     from gan2shape.method.generalized import fit_generalized
     from gan2shape.method.pretrain import fit_joint
     from gan2shape.method.trainer import Trainer
@@ -82,6 +84,8 @@ def runs() -> dict[str, np.ndarray]:
     keep("shared2", Trainer(model, log_every=1).fit(ts))
     model, ts = world([0, 1, 2], use_mask=False, collect_iters=6)
     keep("joint", fit_joint(Trainer(model, log_every=1), ts))
+    model, ts = world([0, 1, 2], collect_iters=6, schedule=[Stage(1, 2, 2), Stage(1, 1, 2, flip1=True, flip3=True)])
+    keep("joint2", fit_joint(Trainer(model, log_every=1), ts))
     model, ts = world([0, 1, 2], schedule=[])
     gcfg = GeneralizedConfig(epochs=1, batch_size=2, stage=(1, 1, 1), init_epochs=0, prior_epochs=2, save_every=1)
     keep("generalized", fit_generalized(Trainer(model, log_every=1), ts, gcfg))

@@ -116,7 +116,29 @@ def reconstructions():
 def all_targets():
     if not IMAGES:  # real dataset not downloaded yet: fetch it first, then run again
         return [LIST]
-    return [f"{RES}/metrics.json", "results/metrics.json", "results/report/index.html"]
+    return [f"{RES}/metrics.json", "results/metrics.json", "results/report/index.html"] + (
+        [JOINT_PRETRAIN] if D.get("joint_pretrain") else []
+    )
+
+
+# The dataset's segmentation command (rule segment; the joint pre-train's first sample).
+SEGMENT_NET = SYN["segmenter"] if SYNTHETIC else D.get("parser", [])
+SEGMENT_PARAMS = dict(
+    command="segment" if SYNTHETIC else f"segment-real --category {D.get('parse')}",
+    size=D["size"],
+    parser_size=f"--parser-size {config['segment']['parser_size']}" if SYNTHETIC else "",
+    faithful="" if SYNTHETIC else ("--faithful" if config["segment"]["faithful"] else "--no-faithful"),
+    confidence=config["segment"]["confidence"],
+    device=config["device"],
+)
+SEGMENT_SHELL = (
+    "gan2shape {params.command} --checkpoint {input.net} --images {input.images} --image-size {params.size} "
+    "{params.parser_size} {params.faithful} --confidence {params.confidence} --device {params.device} "
+    "--out-dir {params.out} > {log} 2>&1"
+)
+
+# The joint pre-train (rules/pretrain.smk): in `all` only for a dataset that asks for it.
+JOINT_PRETRAIN = f"results/pretrain/{DS}/pretrain.pth"
 
 
 def prior_inputs(segment_dir):

@@ -57,7 +57,9 @@ rule summarize:
 
 
 # The report's Parameters table: the configuration values that produced the run (KEY=VALUE words).
-REPORT_CONFIG = {**{k: v for k, v in config.items() if k not in ("presets", "train_gan", "synthetic")},
+# (the joint pre-train's block only when the dataset's DAG makes it)
+NOT_REPORTED = ("presets", "train_gan", "synthetic") + (() if D.get("joint_pretrain") else ("joint_pretrain",))
+REPORT_CONFIG = {**{k: v for k, v in config.items() if k not in NOT_REPORTED},
                  f"presets.{config['preset']}": PRESET}
 REPORT_PARAMS = " ".join(
     shlex.quote(f"{k}={v}" if kk is None else f"{k}.{kk}={vv}")

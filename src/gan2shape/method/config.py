@@ -108,6 +108,7 @@ class MethodConfig:
     rand_light: tuple = DEFAULT_RAND_LIGHT
     n_p: int = 8                                # N_p: pseudo / projected samples per image and iteration (the original's `batchsize`)
     collect_iters: int = 100
+    joint_streams: int = 1                      # joint pre-training: P image streams sharing the model (the original's processes)
     crop: int | None = None
     schedule: list[Stage] = field(default_factory=lambda: list(SCHEDULES["car"]))
     prior_iters: int = 1000                     # depth pre-fit iterations when no pretrained netD
@@ -131,6 +132,8 @@ class MethodConfig:
     def __post_init__(self):
         if self.border_depth is None:
             self.border_depth = 0.7 * self.max_depth + 0.3 * self.min_depth
+        if isinstance(self.joint_streams, bool) or not isinstance(self.joint_streams, int) or self.joint_streams < 1:
+            raise ValueError(f"joint_streams must be an integer >= 1, got {self.joint_streams!r}")
         if self.step3_pool not in ("original", "last_batch"):
             raise ValueError(f"step3_pool must be 'original' or 'last_batch', got {self.step3_pool!r}")
         if self.projection not in ("gan", "pseudo", "oracle", "mesh_oracle"):
@@ -168,12 +171,12 @@ PRESETS: dict[str, dict] = {
     "synface": dict(image_size=64, n_p=16, use_mask=False, relative_enc=True, view_scale=1.2, crop=170,
                     f1_d=8, rand_light=SYNFACE_RAND_LIGHT, schedule=SCHEDULES["synface"]),
     "celeba_pretrain": dict(image_size=128, n_p=8, use_mask=False, relative_enc=True, view_scale=1.2,
-                            collect_iters=800, schedule=SCHEDULES["celeba_pretrain"]),
+                            collect_iters=800, joint_streams=8, schedule=SCHEDULES["celeba_pretrain"]),
     "cat_pretrain": dict(image_size=128, n_p=8, use_mask=False, relative_enc=True, view_scale=1.2,
-                         crop=170, collect_iters=800, schedule=SCHEDULES["cat_pretrain"]),
+                         crop=170, collect_iters=800, joint_streams=8, schedule=SCHEDULES["cat_pretrain"]),
     "synface_pretrain": dict(image_size=64, n_p=12, use_mask=False, relative_enc=True, view_scale=1.2,
                              crop=170, f1_d=8, rand_light=SYNFACE_RAND_LIGHT, collect_iters=1000,
-                             schedule=SCHEDULES["synface_pretrain"]),
+                             joint_streams=8, schedule=SCHEDULES["synface_pretrain"]),
     # The replication's settings (EXTENSIONS §2.1, §3.3): λ_perc 1, z range 0.1, persistent
     # optimisers, last-batch step-3 samples, no flips, generic MVNs, car schedule.
     "replication": dict(image_size=128, n_p=16, lam_perc=1.0, z_translation_range=0.1, use_mask=False,

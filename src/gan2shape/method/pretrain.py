@@ -1,91 +1,252 @@
-"""Joint pre-training: one model over many images, one image per iteration (METHOD §1.5, §8.1).
+"""Joint pre-training: one model over many images, P image streams at a time (METHOD §1.5, §1.6, §8.1).
 
 The original synface protocol starts every instance run from a model pre-trained this way; its
 D comes with a frontal canonical frame and its V and L are trained.
+
+The original ran P = 8 processes sharing the weights through DDP. Here a **stream** stands for one
+process: it has its own random generator (seed + rank), walks its own random permutation of all
+images (re-shuffled after each pass) and keeps its own step-3 pool of every image. Every
+iteration trains the shared model on the group of the P streams' current images, their losses
+averaged (DDP averages the gradients), then every stream moves to its next image. P = 1 is the
+single-process run.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..io import atomic_torch_save
+from .config import NET_NAMES
+from .group import Group, TargetState, fingerprint
 from .model import Target
 from .prefit import fit_depth_to_prior
-from .trainer import FitResult, Trainer, phases_of
+from .trainer import Checkpoint, FitResult, Trainer, phases_of
 
 
-def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Path | None = None) -> FitResult:
-    """Train ``trainer.model`` on ``targets``: a random permutation of the images, re-shuffled after
-    each pass, one image per iteration. The depth pre-fit uses the first image only; after each
-    step-1 phase every image's canonical state is refreshed; each image keeps its own projection
-    pool, filled by a collect pass that moves to the next image after every forward, and step 3
-    draws random subsets of it. With ``checkpoint`` writes an official-format pretrain file.
+@dataclass
+class Stream:
+    """One of the original's processes: its generator, its permutation of the images (what is left
+    of the current pass), the image it is on, and its own state of every image (pool, masks)."""
+
+    gen: torch.Generator
+    states: list[TargetState]
+    order: list[int] = field(default_factory=list)
+    cur: int = -1
+
+    def advance(self) -> None:
+        """Move to the next image; a new random permutation after each full pass."""
+        if not self.order:
+            self.order.extend(torch.randperm(len(self.states), generator=self.gen).tolist())
+        self.cur = self.order.pop(0)
+
+
+class Streams:
+    """The P streams of a joint run over one group of images, and what they share."""
+
+    def __init__(self, whole: Group, gens: Sequence[torch.Generator]):
+        self.whole = whole
+        n, device = len(whole), whole.targets[0].image.device
+        # the prior only seeds the pre-fit; the streams' groups stack images that have none
+        self.train = [replace(t, prior=None) for t in whole.targets]
+        self.streams = [Stream(g, whole.states if r == 0 else [TargetState.new(device) for _ in range(n)])
+                        for r, g in enumerate(gens)]
+        self.owner = [0] * n   # the stream that trained each image last (its metrics are the image's)
+
+    def current(self) -> Group:
+        """The streams' current images, each with its stream's state and generator."""
+        s = self.streams
+        return Group(self.whole.model, [self.train[x.cur] for x in s], [x.states[x.cur] for x in s],
+                     [x.gen for x in s], False)
+
+    def advance(self) -> None:
+        for s in self.streams:
+            s.advance()
+
+    def trained(self) -> None:
+        """Note that every stream has just trained its current image."""
+        for r, s in enumerate(self.streams):
+            self.owner[s.cur] = r
+
+    @torch.no_grad()
+    def refresh_canonical(self) -> None:
+        """The step-1 collect: a no-grad step-1 forward of every image in list order; every stream gets
+        the image's canonical depth, albedo, light, normals (and canonical mask)."""
+        whole = self.whole
+        m, c = whole.model, whole.model.cfg
+        for i in range(len(whole)):
+            one = whole.subgroup([i])
+            out = m.step1(one.target, flip=False, per_image=True)
+            if c.use_mask and one.target.mask is not None:
+                one.set_canon_mask(m.canonical_mask(one.target, out.depth, out.view))
+            one.set_canonical(out)
+            for s in self.streams:
+                s.states[i].canonical, s.states[i].canon_mask = one.states[0].canonical, one.states[0].canon_mask
+
+    @torch.no_grad()
+    def collect(self) -> None:
+        """The step-2 collect: ``collect_iters`` no-grad step-2 forwards per stream, each on its current
+        image (the P streams in one batch), into the stream's pool of that image, then the next image."""
+        m = self.whole.model
+        c, n_p = m.cfg, m.cfg.n_p
+        for s in self.streams:
+            for st in s.states:
+                st.pool.start()
+        for _ in range(c.collect_iters):
+            group = self.current()
+            _, _, *samples = m.step2(group.target, group.canonical(c.use_mask), group.gens, per_image=True,
+                                     viewlight=True)   # projected samples, masks, raw views, raw lights
+            for r, st in enumerate(group.states):
+                st.pool.add(*(x[r * n_p:(r + 1) * n_p] for x in samples))
+            self.advance()
+        for s in self.streams:
+            for st in s.states:
+                st.pool.finish()
+
+    def every(self) -> Group:
+        """Every stream's state of every image, with the streams' generators (for the checkpoint)."""
+        n = len(self.whole)
+        return Group(self.whole.model, self.train * len(self.streams), [st for s in self.streams for st in s.states],
+                     [s.gen for s in self.streams for _ in range(n)], False)
+
+    def position(self) -> dict:
+        return {"streams": [{"order": list(s.order), "cur": s.cur} for s in self.streams], "owner": list(self.owner)}
+
+    def load_position(self, d: dict) -> None:
+        for s, pos in zip(self.streams, d["streams"]):
+            s.order, s.cur = list(pos["order"]), int(pos["cur"])
+        self.owner = list(d["owner"])
+
+    def final(self) -> Group:
+        """All images, each with the state of the stream that trained it last (for the result)."""
+        w = self.whole
+        return Group(w.model, w.targets, [self.streams[r].states[i] for i, r in enumerate(self.owner)], w.gens, False)
+
+
+def check_collect_iters(collect_iters: int, n_images: int) -> None:
+    """Each stream's collect pass must visit every image: at least two permutations' worth of forwards
+    (the pass may start near the end of one). Otherwise an image would have no pool in step 3."""
+    if collect_iters < 2 * n_images:
+        raise ValueError(f"collect_iters {collect_iters} is below twice the number of images ({n_images}): "
+                         f"some image would get no projected samples")
+
+
+def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Path | None = None,
+              checkpoint_every: int = 200, stop_after: int | None = None,
+              stop_after_seconds: float | None = None) -> FitResult:
+    """Train ``trainer.model`` on ``targets`` with ``cfg.joint_streams`` = P streams (module doc).
+
+    The depth pre-fit uses the first image only. After each step-1 phase every image's canonical
+    state is refreshed by a no-grad step-1 forward, in list order. After each step-2 phase every
+    stream runs ``collect_iters`` no-grad step-2 forwards, each on its current image (the P streams
+    in one batch), then moves on; step 3 draws N_p random samples of the current image's pool of
+    the stream.
+
+    ``checkpoint``: a resumable file (written every ``checkpoint_every`` iterations, when stopped
+    and at the end) holding the nets, the optimiser state, every stream's image states (the pools
+    only while step 3 needs them), permutations and generators, the torch RNG, the log and the
+    elapsed time; a file made by another configuration or other inputs is discarded (with a
+    warning). ``stop_after`` iterations / ``stop_after_seconds`` of this call: stop (as if
+    interrupted) at the next iteration and write the checkpoint; ``result.interrupted`` says so.
 
     Deviation (recommended by the method notes): the ambient/diffuse terms of each image's pseudo
     samples are that image's own, not those of the last image of the collect pass.
     """
-    m, c = trainer.model, trainer.cfg
-    whole = trainer.group(targets)          # one shared model and one random generator
-    gen = whole.gens[0]
+    c = trainer.cfg
+    t0 = time.perf_counter()
+    gens = [torch.Generator().manual_seed(c.seed + r) for r in range(c.joint_streams)]
+    whole = trainer.group(targets, gens=[gens[0]] * len(targets))
+    if c.step3_pool == "original":
+        check_collect_iters(c.collect_iters, len(whole))
+    streams = Streams(whole, gens)
+    every = streams.every()
+    ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
+                                   "inputs": fingerprint(whole.targets, trainer.model.nets_state())})
     persistent = {} if c.optimizers == "persistent" else None
-    order: list[int] = []
+    phases = phases_of(c.schedule, vl_warmup=c.vl_warmup)
+    log, cursor, global_it, elapsed, opt_state = [], (0, 0), 0, 0.0, None
+    saved = ckpt.load()
+    if saved is not None:
+        cursor, global_it, logs, elapsed, opt_state = ckpt.restore(saved, trainer, every, persistent)
+        log = logs[0]
+        streams.load_position(saved["extra"])
+    else:
+        if not trainer.pretrained_depth and c.prior_iters > 0:
+            first = whole.targets[0]
+            if first.prior is None:
+                raise ValueError(f"{first.name}: no pretrained depth net and no prior to pre-fit it to")
+            r = fit_depth_to_prior(whole.model, first.image, first.prior, c.prior_iters, c.prior_tol)
+            log.append({"iteration": 0, "step": 0, **r})
+        streams.advance()
 
-    def next_index() -> int:
-        if not order:
-            order.extend(torch.randperm(len(whole), generator=gen).tolist())
-        return order.pop(0)
+    def stop_now() -> bool:
+        return ((stop_after is not None and done >= stop_after)
+                or (stop_after_seconds is not None and time.perf_counter() - t0 >= stop_after_seconds))
 
-    log, global_it, t0 = [], 0, time.perf_counter()
-    if not trainer.pretrained_depth and c.prior_iters > 0:
-        first = whole.targets[0]
-        if first.prior is None:
-            raise ValueError(f"{first.name}: no pretrained depth net and no prior to pre-fit it to")
-        r = fit_depth_to_prior(m, first.image, first.prior, c.prior_iters, c.prior_tol)
-        log.append({"iteration": 0, "step": 0, **r})
-    cur = next_index()
-    for phase in phases_of(c.schedule, vl_warmup=c.vl_warmup):
+    def save(cur, opts) -> None:
+        ckpt.save(cur, trainer, every, opts, persistent, [log], elapsed + time.perf_counter() - t0, global_it,
+                  keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3, extra=streams.position())
+
+    done, interrupted, pbar = 0, False, None
+    if trainer.progress:
+        from tqdm import tqdm
+        pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=f"joint x{c.joint_streams}", unit="it")
+    for pi in range(cursor[0], len(phases)):
+        phase = phases[pi]
         opts = trainer.optimizers(phase.step, whole, persistent, phase.nets)
-        for it in range(phase.n):
-            one = whole.subgroup([cur])
+        start = cursor[1] if pi == cursor[0] else 0
+        if start > 0 and opt_state is not None and persistent is None:
+            for name, o in opts.items():
+                o.load_state_dict(opt_state[name])
+        for it in range(start, phase.n):
+            group = streams.current()
             if phase.step == 1:
-                one.states[0].canon_mask = None  # recomputed at every step-1 iteration of the image
-            (terms,) = trainer.iteration(phase, one, opts, random_pool=True)
+                for st in group.states:
+                    st.canon_mask = None  # recomputed at every step-1 iteration of the image
+            (terms,) = trainer.iteration(phase, group, opts, random_pool=True)
+            streams.trained()
             global_it += 1
+            done += 1
+            if pbar is not None:
+                pbar.update(1)
             if global_it % trainer.log_every == 0 or it == phase.n - 1:
-                entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step, "image": one.names[0],
-                         **terms}
+                entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step,
+                         "image": ",".join(group.names), **terms}
                 log.append(entry)
                 if trainer.on_log:
                     trainer.on_log(entry)
-            cur = next_index()
-        with torch.no_grad():
-            if phase.step == 1:  # every image's canonical state, in list order
-                for i in range(len(whole)):
-                    one = whole.subgroup([i])
-                    out = m.step1(one.target, flip=False, per_image=True)
-                    if c.use_mask and one.target.mask is not None:
-                        one.set_canon_mask(m.canonical_mask(one.target, out.depth, out.view))
-                    one.set_canonical(out)
-            elif phase.step == 2 and c.step3_pool == "original":
-                for st in whole.states:
-                    st.pool.start()
-                for _ in range(c.collect_iters):  # each forward on the current image, then the next
-                    one = whole.subgroup([cur])
-                    _, _, *samples = m.step2(one.target, one.canonical(c.use_mask), one.gens, per_image=True,
-                                             viewlight=True)
-                    one.states[0].pool.add(*samples)
-                    cur = next_index()
-                for name, st in zip(whole.names, whole.states):
-                    if st.pool.collected:
-                        st.pool.finish()
-                    elif len(st.pool) == 0:  # an image missed by this pass keeps its previous pool
-                        raise RuntimeError(f"{name}: no projected samples collected; raise collect_iters "
-                                           f"(at least twice the number of images, {len(whole)})")
-    if checkpoint is not None:
-        atomic_torch_save({**m.nets_state(), "iteration": global_it, "config": c.to_dict(),
-                           "names": whole.names}, checkpoint)
-    return trainer.result(whole, [log], time.perf_counter() - t0, global_it)
+            streams.advance()
+            last, stop = it == phase.n - 1, stop_now()
+            if ckpt.path is not None and not last and (global_it % checkpoint_every == 0 or stop):
+                save((pi, it + 1), opts)
+            if stop and not last:
+                interrupted = True
+                break
+        if interrupted:
+            break
+        if phase.step == 1:
+            streams.refresh_canonical()
+        elif phase.step == 2 and c.step3_pool == "original":
+            streams.collect()
+        stop = stop_now()
+        if ckpt.path is not None and (stop or pi == len(phases) - 1):
+            save((pi + 1, 0), {})
+        if stop and pi < len(phases) - 1:
+            interrupted = True
+            break
+    if pbar is not None:
+        pbar.close()
+    return trainer.result(streams.final(), [log], elapsed + time.perf_counter() - t0, global_it, interrupted)
+
+
+def pretrain_file(model, result: FitResult, nets: Sequence[str] = NET_NAMES, half: bool = False) -> dict:
+    """The official pretrain layout (keys netD, netA, netV, netL, netEnc; a subset with ``nets``,
+    float16 weights with ``half``) plus the iteration count, configuration, image names and time."""
+    state = model.nets_state()
+    out = {k: {name: (t.half() if half and t.is_floating_point() else t) for name, t in state[k].items()}
+           for k in nets}
+    return {**out, "iteration": result.iterations, "config": model.cfg.to_dict(), "names": result.names,
+            "seconds": result.seconds}

@@ -435,7 +435,8 @@ class Checkpoint:
         return tuple(saved["cursor"]), saved["iteration"], saved["log"], saved["elapsed"], saved["optimizers"]
 
     def save(self, cursor, trainer: Trainer, group: Group, opts: dict, persistent: dict | None, logs,
-             elapsed: float, global_it: int, keep_pools: bool) -> None:
+             elapsed: float, global_it: int, keep_pools: bool, extra: dict | None = None) -> None:
+        """Write the run atomically; ``extra``: what else the loop needs to resume (joint streams)."""
         atomic_torch_save({
             "identity": self.identity, "cursor": list(cursor), "iteration": global_it, "names": group.names,
             "model": group.model.state_dict(),
@@ -443,5 +444,5 @@ class Checkpoint:
             "persistent": None if persistent is None else {k: o.state_dict() for k, o in persistent.items()},
             "targets": [s.state_dict(keep_pool=keep_pools) for s in group.states],
             "rng": [g.get_state() for g in group.unique_gens()], "torch_rng": torch.get_rng_state(),
-            "log": logs, "elapsed": elapsed,
+            "log": logs, "elapsed": elapsed, **({} if extra is None else {"extra": extra}),
         }, self.path)

@@ -173,6 +173,15 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     bool_flag(g, "use-mask", "use the object mask for pseudo samples")
 
 
+def add_checkpoint_flags(p: argparse.ArgumentParser, every: int) -> None:
+    """``--checkpoint`` (a resumable training file), ``--checkpoint-every``, ``--keep-checkpoint`` and the
+    tests' hidden ``--stop-after`` (iterations of this call)."""
+    p.add_argument("--checkpoint", type=Path, help="resumable training checkpoint (an interrupted run resumes from it)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=every, help="iterations between checkpoints")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
+    p.add_argument("--stop-after", type=nonneg_int, help=argparse.SUPPRESS)
+
+
 def method_config(args: argparse.Namespace):
     """Build the :class:`MethodConfig` from the preset and the flags that were given."""
     from ..method.config import SCHEDULES, Stage, init_iterations_schedule, preset

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 
-from .common import (add_method_flags, add_model_flags, build_model, check_input, check_model_args, check_output_dir,
-                     check_output_file, load_scene, load_target, method_config, nonneg_int, positive_int, resolved_config,
-                     write_result)
+from .common import (add_checkpoint_flags, add_method_flags, add_model_flags, build_model, check_input, check_model_args,
+                     check_output_dir, check_output_file, load_scene, load_target, method_config, positive_int,
+                     resolved_config, write_result)
 
 log = logging.getLogger("gan2shape")
 
@@ -120,11 +120,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                    help="diagnostic: instead of the prior pre-fit, fit D and A to the ground-truth canonical depth and "
                         "albedo (--prior-iters iterations each; needs --scene); metrics.json gets start_side, start_mad")
     r.add_argument("--out", required=True, type=Path)
-    r.add_argument("--checkpoint", type=Path, help="resumable training checkpoint")
-    r.add_argument("--checkpoint-every", type=positive_int, default=200,
-                   help="iterations between checkpoints")
-    r.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after a finished run")
-    r.add_argument("--stop-after", type=nonneg_int, help=argparse.SUPPRESS)
+    add_checkpoint_flags(r, every=200)
     r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--save-model", action="store_true", help="also write the trained nets (model.pth)")
     r.add_argument("--progress", action="store_true", help="tqdm progress bar")
