@@ -36,7 +36,7 @@ def _gpu_rules() -> set[str]:
     """Rules that declare ``resources: gpu=1`` in workflow/rules/*.smk."""
     found = set()
     for smk in RULES.glob("*.smk"):
-        for m in re.finditer(r"^\s*rule (\w+):(.*?)(?=^\s*rule \w+:|\Z)", smk.read_text(), re.S | re.M):
+        for m in re.finditer(r"^\s*rule (\w+):(.*?)(?=^\s*(?:use\s+)?rule \w+|\Z)", smk.read_text(), re.S | re.M):
             if re.search(r"resources:\s*\n\s*gpu=1", m.group(2)):
                 found.add(m.group(1))
     return found
