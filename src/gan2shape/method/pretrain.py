@@ -13,7 +13,6 @@ single-process run.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ from .config import NET_NAMES
 from .group import Group, TargetState, fingerprint
 from .model import Target
 from .prefit import fit_depth_to_prior
-from .trainer import Checkpoint, FitResult, Trainer, phases_of
+from .trainer import Checkpoint, FitResult, Phase, Plan, Trainer, phases_of
 
 
 @dataclass
@@ -44,11 +43,15 @@ class Stream:
         self.cur = self.order.pop(0)
 
 
-class Streams:
-    """The P streams of a joint run over one group of images, and what they share."""
+class Streams(Plan):
+    """The P streams of a joint run over one group of images, and what they share: the plan of the
+    trainer's phase loop (:meth:`Trainer.run_phases`) for joint pre-training."""
 
-    def __init__(self, whole: Group, gens: Sequence[torch.Generator]):
+    random_pool = True      # step 3 draws N_p random samples of the current image's pool
+
+    def __init__(self, whole: Group, gens: Sequence[torch.Generator], prefit: bool = False):
         self.whole = whole
+        self.prefit = prefit
         n, device = len(whole), whole.targets[0].image.device
         # the prior only seeds the pre-fit; the streams' groups stack images that have none
         self.train = [replace(t, prior=None) for t in whole.targets]
@@ -56,20 +59,50 @@ class Streams:
                         for r, g in enumerate(gens)]
         self.owner = [0] * n   # the stream that trained each image last (its metrics are the image's)
 
-    def current(self) -> Group:
-        """The streams' current images, each with its stream's state and generator."""
+    def start(self) -> list[dict]:
+        """A fresh run: the depth pre-fit on the first image only (unless D is pretrained), then every
+        stream moves to its first image."""
+        log = []
+        if self.prefit:
+            c, first = self.whole.model.cfg, self.whole.targets[0]
+            if first.prior is None:
+                raise ValueError(f"{first.name}: no pretrained depth net and no prior to pre-fit it to")
+            r = fit_depth_to_prior(self.whole.model, first.image, first.prior, c.prior_iters, c.prior_tol)
+            log.append({"iteration": 0, "step": 0, **r})
+        self.advance()
+        return log
+
+    def _group(self) -> Group:
         s = self.streams
         return Group(self.whole.model, [self.train[x.cur] for x in s], [x.states[x.cur] for x in s],
                      [x.gen for x in s], False)
+
+    def current(self, phase: Phase) -> Group:
+        """The streams' current images, each with its stream's state and generator."""
+        group = self._group()
+        if phase.step == 1:
+            for st in group.states:
+                st.canon_mask = None  # recomputed at every step-1 iteration of the image
+        return group
 
     def advance(self) -> None:
         for s in self.streams:
             s.advance()
 
     def trained(self) -> None:
-        """Note that every stream has just trained its current image."""
+        """Every stream has trained its current image (whose metrics are now the stream's): next image."""
         for r, s in enumerate(self.streams):
             self.owner[s.cur] = r
+        self.advance()
+
+    def label(self, group: Group) -> dict:
+        return {"image": ",".join(group.names)}
+
+    def after_phase(self, phase: Phase) -> None:
+        if phase.step == 1:
+            self.refresh_canonical()
+        elif phase.step == 2 and self.whole.model.cfg.step3_pool == "original":
+            self.collect()
 
     @torch.no_grad()
     def refresh_canonical(self) -> None:
@@ -96,7 +129,7 @@ class Streams:
             for st in s.states:
                 st.pool.start()
         for _ in range(c.collect_iters):
-            group = self.current()
+            group = self._group()
             _, _, *samples = m.step2(group.target, group.canonical(c.use_mask), group.gens, per_image=True,
                                      viewlight=True)   # projected samples, masks, raw views, raw lights
             for r, st in enumerate(group.states):
@@ -106,8 +139,8 @@ class Streams:
             for st in s.states:
                 st.pool.finish()
 
-    def every(self) -> Group:
-        """Every stream's state of every image, with the streams' generators (for the checkpoint)."""
+    def checkpoint_group(self) -> Group:
+        """Every stream's state of every image, with the streams' generators."""
         n = len(self.whole)
         return Group(self.whole.model, self.train * len(self.streams), [st for s in self.streams for st in s.states],
                      [s.gen for s in self.streams for _ in range(n)], False)
@@ -115,7 +148,7 @@ class Streams:
     def position(self) -> dict:
         return {"streams": [{"order": list(s.order), "cur": s.cur} for s in self.streams], "owner": list(self.owner)}
 
-    def load_position(self, d: dict) -> None:
+    def load_position(self, d: dict | None) -> None:
         for s, pos in zip(self.streams, d["streams"]):
             s.order, s.cur = list(pos["order"]), int(pos["cur"])
         self.owner = list(d["owner"])
@@ -156,90 +189,17 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     samples are that image's own, not those of the last image of the collect pass.
     """
     c = trainer.cfg
-    t0 = time.perf_counter()
     gens = [torch.Generator().manual_seed(c.seed + r) for r in range(c.joint_streams)]
     whole = trainer.group(targets, gens=[gens[0]] * len(targets))
     if c.step3_pool == "original":
         check_collect_iters(c.collect_iters, len(whole))
-    streams = Streams(whole, gens)
-    every = streams.every()
+    streams = Streams(whole, gens, prefit=not trainer.pretrained_depth and c.prior_iters > 0)
     ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
                                    "inputs": fingerprint(whole.targets, trainer.model.nets_state())})
-    persistent = {} if c.optimizers == "persistent" else None
-    phases = phases_of(c.schedule, vl_warmup=c.vl_warmup)
-    log, cursor, global_it, elapsed, opt_state = [], (0, 0), 0, 0.0, None
-    saved = ckpt.load()
-    if saved is not None:
-        cursor, global_it, logs, elapsed, opt_state = ckpt.restore(saved, trainer, every, persistent)
-        log = logs[0]
-        streams.load_position(saved["extra"])
-    else:
-        if not trainer.pretrained_depth and c.prior_iters > 0:
-            first = whole.targets[0]
-            if first.prior is None:
-                raise ValueError(f"{first.name}: no pretrained depth net and no prior to pre-fit it to")
-            r = fit_depth_to_prior(whole.model, first.image, first.prior, c.prior_iters, c.prior_tol)
-            log.append({"iteration": 0, "step": 0, **r})
-        streams.advance()
-
-    def stop_now() -> bool:
-        return ((stop_after is not None and done >= stop_after)
-                or (stop_after_seconds is not None and time.perf_counter() - t0 >= stop_after_seconds))
-
-    def save(cur, opts) -> None:
-        ckpt.save(cur, trainer, every, opts, persistent, [log], elapsed + time.perf_counter() - t0, global_it,
-                  keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3, extra=streams.position())
-
-    done, interrupted, pbar = 0, False, None
-    if trainer.progress:
-        from tqdm import tqdm
-        pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=f"joint x{c.joint_streams}", unit="it")
-    for pi in range(cursor[0], len(phases)):
-        phase = phases[pi]
-        opts = trainer.optimizers(phase.step, whole, persistent, phase.nets)
-        start = cursor[1] if pi == cursor[0] else 0
-        if start > 0 and opt_state is not None and persistent is None:
-            for name, o in opts.items():
-                o.load_state_dict(opt_state[name])
-        for it in range(start, phase.n):
-            group = streams.current()
-            if phase.step == 1:
-                for st in group.states:
-                    st.canon_mask = None  # recomputed at every step-1 iteration of the image
-            (terms,) = trainer.iteration(phase, group, opts, random_pool=True)
-            streams.trained()
-            global_it += 1
-            done += 1
-            if pbar is not None:
-                pbar.update(1)
-            if global_it % trainer.log_every == 0 or it == phase.n - 1:
-                entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step,
-                         "image": ",".join(group.names), **terms}
-                log.append(entry)
-                if trainer.on_log:
-                    trainer.on_log(entry)
-            streams.advance()
-            last, stop = it == phase.n - 1, stop_now()
-            if ckpt.path is not None and not last and (global_it % checkpoint_every == 0 or stop):
-                save((pi, it + 1), opts)
-            if stop and not last:
-                interrupted = True
-                break
-        if interrupted:
-            break
-        if phase.step == 1:
-            streams.refresh_canonical()
-        elif phase.step == 2 and c.step3_pool == "original":
-            streams.collect()
-        stop = stop_now()
-        if ckpt.path is not None and (stop or pi == len(phases) - 1):
-            save((pi + 1, 0), {})
-        if stop and pi < len(phases) - 1:
-            interrupted = True
-            break
-    if pbar is not None:
-        pbar.close()
-    return trainer.result(streams.final(), [log], elapsed + time.perf_counter() - t0, global_it, interrupted)
+    run = trainer.run_phases(phases_of(c.schedule, vl_warmup=c.vl_warmup), streams, ckpt,
+                             checkpoint_every=checkpoint_every, stop_after=stop_after,
+                             stop_after_seconds=stop_after_seconds, desc=f"joint x{c.joint_streams}")
+    return trainer.result(streams.final(), run.logs, run.seconds, run.iterations, run.interrupted)
 
 
 def pretrain_file(model, result: FitResult, nets: Sequence[str] = NET_NAMES, half: bool = False) -> dict:

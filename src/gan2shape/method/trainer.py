@@ -320,49 +320,73 @@ class Trainer:
                 raise ValueError(f"{', '.join(missing)}: no pretrained depth net and no prior to pre-fit it to")
         group = self.group(targets, independent)
         phases = phases_of(c.schedule, c.prior_iters if need_prior else 0, c.vl_warmup)
-        k = len(group) if independent else 1
         ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "independent": independent,
                                        "pretrained_depth": self.pretrained_depth,
                                        "inputs": fingerprint(group.targets, self.initial_state)})
+        run = self.run_phases(phases, SameGroup(self, group), ckpt, n_logs=len(group) if independent else 1,
+                              checkpoint_every=checkpoint_every, stop_after=stop_after, desc=",".join(group.names))
+        return self.result(group, run.logs, run.seconds, run.iterations, run.interrupted)
+
+    def run_phases(self, phases: Sequence[Phase], plan: "Plan", ckpt: "Checkpoint", n_logs: int = 1,
+                   checkpoint_every: int = 200, stop_after: int | None = None,
+                   stop_after_seconds: float | None = None, desc: str = "") -> "Run":
+        """The phase loop every fit runs: resume from ``ckpt`` (or start with ``plan.start()``), then
+        for every phase re-create the optimisers of its nets and run its iterations on the group
+        ``plan.current()``, logging every ``log_every`` iterations and at a phase's end, checkpointing
+        every ``checkpoint_every`` iterations; ``plan.after_phase`` runs between phases (pool
+        collection). Stops early (checkpoint written, ``interrupted``) after ``stop_after``
+        iterations or ``stop_after_seconds`` of this call."""
+        c = self.cfg
         persistent = {} if c.optimizers == "persistent" else None
-        cursor, logs, elapsed, global_it, opt_state = (0, 0), [[] for _ in range(k)], 0.0, 0, None
+        cursor, logs, elapsed, global_it, opt_state = (0, 0), [[] for _ in range(n_logs)], 0.0, 0, None
+        t0 = time.perf_counter()
         saved = ckpt.load()
         if saved is not None:
-            cursor, global_it, logs, elapsed, opt_state = ckpt.restore(saved, self, group, persistent)
-        t0 = time.perf_counter()
+            cursor, global_it, logs, elapsed, opt_state = ckpt.restore(saved, self, plan.checkpoint_group(),
+                                                                       persistent)
+            plan.load_position(saved.get("extra"))
+        else:
+            logs[0].extend(plan.start())
         done, interrupted, pbar = 0, False, None
         if self.progress:
             from tqdm import tqdm
-            pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=",".join(group.names), unit="it")
+            pbar = tqdm(total=sum(p.n for p in phases), initial=global_it, desc=desc, unit="it")
+
+        def stop_now() -> bool:
+            return ((stop_after is not None and done >= stop_after)
+                    or (stop_after_seconds is not None and time.perf_counter() - t0 >= stop_after_seconds))
 
         def save(cur, opts):
-            ckpt.save(cur, self, group, opts, persistent, logs, elapsed + time.perf_counter() - t0, global_it,
-                      keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3)
+            ckpt.save(cur, self, plan.checkpoint_group(), opts, persistent, logs, elapsed + time.perf_counter() - t0,
+                      global_it, keep_pools=cur[0] < len(phases) and phases[cur[0]].step == 3, extra=plan.position())
 
         with self.precision():
             for pi in range(cursor[0], len(phases)):
                 phase = phases[pi]
-                opts = self.optimizers(phase.step, group, persistent, phase.nets)
+                opts = self.optimizers(phase.step, plan.checkpoint_group(), persistent, phase.nets)
                 start = cursor[1] if pi == cursor[0] else 0
                 if start > 0 and opt_state is not None and persistent is None:
                     for name, o in opts.items():
                         o.load_state_dict(opt_state[name])
                 for it in range(start, phase.n):
+                    group = plan.current(phase)
                     log_now = (global_it + 1) % self.log_every == 0 or it == phase.n - 1
                     # the fast mode reads losses back (and checks them) only when it logs
-                    entries = self.iteration(phase, group, opts, sync=log_now or not self.fast)
+                    entries = self.iteration(phase, group, opts, random_pool=plan.random_pool,
+                                             sync=log_now or not self.fast)
+                    plan.trained()
                     global_it += 1
                     done += 1
                     if pbar is not None:
                         pbar.update(1)
                     if log_now:
                         for i, (lg, terms) in enumerate(zip(logs, entries)):
-                            entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step, **terms}
+                            entry = {"iteration": global_it, "stage": phase.stage, "step": phase.step,
+                                     **plan.label(group), **terms}
                             lg.append(entry)
                             if self.on_log:
-                                self.on_log({"image": group.names[i], **entry} if independent else entry)
-                    last = it == phase.n - 1
-                    stop = stop_after is not None and done >= stop_after
+                                self.on_log({"image": group.names[i], **entry} if group.independent else entry)
+                    last, stop = it == phase.n - 1, stop_now()
                     if ckpt.path is not None and not last and (global_it % checkpoint_every == 0 or stop):
                         save((pi, it + 1), opts)
                     if stop and not last:
@@ -370,9 +394,8 @@ class Trainer:
                         break
                 if interrupted:
                     break
-                if phase.step == 2:  # the step-3 pool (METHOD §1.3)
-                    self.collect(group)
-                stop = stop_after is not None and done >= stop_after
+                plan.after_phase(phase)
+                stop = stop_now()
                 if ckpt.path is not None and (stop or pi == len(phases) - 1):
                     save((pi + 1, 0), {})
                 if stop and pi < len(phases) - 1:
@@ -380,7 +403,70 @@ class Trainer:
                     break
             if pbar is not None:
                 pbar.close()
-            return self.result(group, logs, elapsed + time.perf_counter() - t0, global_it, interrupted)
+        return Run(logs, elapsed + time.perf_counter() - t0, global_it, interrupted)
+
+
+@dataclass
+class Run:
+    """What :meth:`Trainer.run_phases` leaves: the logs, seconds (resumed calls included), iterations."""
+
+    logs: list[list[dict]]
+    seconds: float
+    iterations: int
+    interrupted: bool
+
+
+class Plan:
+    """Which images each iteration of :meth:`Trainer.run_phases` trains and what happens between
+    phases. This base trains one fixed group (:class:`SameGroup`); joint pre-training's streams
+    (:class:`gan2shape.method.pretrain.Streams`) move to other images after every iteration."""
+
+    random_pool = False     # step 3 reads its pool sequentially (instance runs) or at random (joint)
+
+    def start(self) -> list[dict]:
+        """Work before the first phase of a fresh (not resumed) run; its log entries."""
+        return []
+
+    def current(self, phase: Phase) -> Group:
+        raise NotImplementedError
+
+    def trained(self) -> None:
+        """After every iteration."""
+
+    def label(self, group: Group) -> dict:
+        """Extra keys of a log entry."""
+        return {}
+
+    def after_phase(self, phase: Phase) -> None:
+        """Between phases."""
+
+    def checkpoint_group(self) -> Group:
+        """The group whose model, states and generators the checkpoint holds."""
+        raise NotImplementedError
+
+    def position(self) -> dict | None:
+        """What else a resume needs (saved as the checkpoint's ``extra``)."""
+        return None
+
+    def load_position(self, d: dict | None) -> None:
+        pass
+
+
+class SameGroup(Plan):
+    """An instance run: every iteration trains the same group; the pool is collected after step 2."""
+
+    def __init__(self, trainer: Trainer, group: Group):
+        self.trainer, self.group = trainer, group
+
+    def current(self, phase: Phase) -> Group:
+        return self.group
+
+    def after_phase(self, phase: Phase) -> None:
+        if phase.step == 2:  # the step-3 pool (METHOD §1.3)
+            self.trainer.collect(self.group)
+
+    def checkpoint_group(self) -> Group:
+        return self.group
 
 
 def host_values(values: dict) -> dict:
