@@ -39,6 +39,10 @@ def _gpu_rules() -> set[str]:
         for m in re.finditer(r"^\s*rule (\w+):(.*?)(?=^\s*(?:use\s+)?rule \w+|\Z)", smk.read_text(), re.S | re.M):
             if re.search(r"resources:\s*\n\s*gpu=1", m.group(2)):
                 found.add(m.group(1))
+    # `use rule <gpu rule> as <name>` (the benchmarks) inherits the resources under another name
+    for smk in RULES.glob("*.smk"):
+        found |= {new for old, new in re.findall(r"^\s*use rule (\w+) as (\w+)", smk.read_text(), re.M)
+                  if old in found}
     return found
 
 

@@ -8,10 +8,12 @@ A **group** is K ≥ 1 images trained together, either
   parameters, the backward pass on the sum of the K losses, so image i's nets get exactly image i's
   gradient and the run equals K single-image runs.
 
-:meth:`Trainer.fit` owns the set-up, the optimiser re-creation at every step switch,
-checkpoint/resume, logging and progress. The per-step work (:meth:`Trainer.iteration`,
-:meth:`Trainer.collect`, :meth:`Trainer.predict`) is written once; joint pre-training
-(:mod:`.pretrain`) and the generalized trainer (:mod:`.generalized`) are thin loops over it.
+:meth:`Trainer.run_phases` is the one phase loop: optimiser re-creation at every step switch,
+checkpoint/resume, logging and progress; a :class:`Plan` says which group each iteration trains and
+what runs between phases (:meth:`Trainer.fit`: the same group, the pool collected after step 2;
+joint pre-training, :mod:`.pretrain`: P streams moving over many images). The per-step work
+(:meth:`Trainer.iteration`, :meth:`Trainer.collect`, :meth:`Trainer.predict`) is written once; the
+generalized trainer (:mod:`.generalized`) is a thin loop over it.
 """
 
 from __future__ import annotations
