@@ -2,6 +2,7 @@
 # (No lambdas in rules: every input function lives here.)
 import os
 import re
+import sys
 import shlex
 from pathlib import Path
 
@@ -16,10 +17,12 @@ SYNTHETIC = D["kind"] == "synthetic"
 
 ROOT, LIST = D["root"], f"{D['root']}/{D['list']}"
 GT = D["gt_encoding"] is not None  # ground-truth depth: the synthetic world, synface
-if SYNTHETIC:
-    GAN, VIEW_MVN, LIGHT_MVN = SYN["gan"], SYN["view_mvn"], SYN["light_mvn"]
-else:
-    GAN, VIEW_MVN, LIGHT_MVN = D["gan"], D["view_mvn"], D["light_mvn"]
+# the models: a real dataset's release files; a synthetic family's world (v1: params.yaml `synthetic:`,
+# v2: the dataset's own entries)
+GAN, VIEW_MVN, LIGHT_MVN = (D.get(k, SYN[k]) if SYNTHETIC else D[k] for k in ("gan", "view_mvn", "light_mvn"))
+if SYNTHETIC and not os.path.exists(GAN):
+    print(f"gan2shape: {GAN} (the GAN of dataset {DS}) does not exist; world v2's StyleGAN2 is trained on a GPU "
+          f"by `WORLD=v2 bash bench/device_train_gan.sh` (docs/world.md)", file=sys.stderr)
 
 
 def _read_list(path):
@@ -122,7 +125,7 @@ def all_targets():
 
 
 # The dataset's segmentation command (rule segment; the joint pre-train's first sample).
-SEGMENT_NET = SYN["segmenter"] if SYNTHETIC else D.get("parser", [])
+SEGMENT_NET = D.get("segmenter", SYN["segmenter"]) if SYNTHETIC else D.get("parser", [])
 SEGMENT_PARAMS = dict(
     command="segment" if SYNTHETIC else f"segment-real --category {D.get('parse')}",
     size=D["size"],
