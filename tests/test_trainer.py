@@ -322,6 +322,15 @@ def test_joint_result_metrics_are_those_of_the_last_stream_that_measured_the_ima
         assert ("side" in m) == (name in measured), (name, visits, m)
 
 
+def test_joint_pretraining_refuses_the_last_batch_pool():
+    """step3_pool last_batch leaves every image a stream did not just visit in step 2 without a pool:
+    joint pre-training says so up front instead of failing inside step 3."""
+    cfg = tiny_config(schedule=[Stage(1, 1, 2)], collect_iters=8, joint_streams=2, step3_pool="last_batch")
+    model = tiny_model(cfg)
+    with pytest.raises(ValueError, match="step3_pool"):
+        fit_joint(Trainer(model), [tiny_target(model, f"im{i}", i) for i in range(4)])
+
+
 def test_generalized_trainer_checkpoints_every_epoch_and_resumes(tmp_path):
     cfg = tiny_config()
     gcfg = GeneralizedConfig(epochs=2, batch_size=2, stage=(1, 1, 1), init_epochs=1, init_stage=(1, 1, 1),

@@ -192,10 +192,14 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     samples are that image's own, not those of the last image of the collect pass.
     """
     c = trainer.cfg
+    if c.step3_pool != "original":
+        # last_batch keeps a pool only for the images a stream visited in its latest step-2 iterations;
+        # step 3 of any other image would read none
+        raise ValueError(f"joint pre-training needs step3_pool 'original' (a pool of every image), "
+                         f"got {c.step3_pool!r}")
     gens = [torch.Generator().manual_seed(c.seed + r) for r in range(c.joint_streams)]
     whole = trainer.group(targets, gens=[gens[0]] * len(targets))
-    if c.step3_pool == "original":
-        check_collect_iters(c.collect_iters, len(whole))
+    check_collect_iters(c.collect_iters, len(whole))
     streams = Streams(whole, gens, prefit=not trainer.pretrained_depth and c.prior_iters > 0)
     ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
                                    "inputs": fingerprint(whole.targets, trainer.model.nets_state())})
