@@ -57,7 +57,7 @@ class Streams(Plan):
         self.train = [replace(t, prior=None) for t in whole.targets]
         self.streams = [Stream(g, whole.states if r == 0 else [TargetState.new(device) for _ in range(n)])
                         for r, g in enumerate(gens)]
-        self.owner = [0] * n   # the stream that trained each image last (its metrics are the image's)
+        self.owner = [0] * n   # the stream whose step-1/3 forward of each image came last (its metrics are the image's)
 
     def start(self) -> list[dict]:
         """A fresh run: the depth pre-fit on the first image only (unless D is pretrained), then every
@@ -89,10 +89,13 @@ class Streams(Plan):
         for s in self.streams:
             s.advance()
 
-    def trained(self) -> None:
-        """Every stream has trained its current image (whose metrics are now the stream's): next image."""
-        for r, s in enumerate(self.streams):
-            self.owner[s.cur] = r
+    def trained(self, phase: Phase) -> None:
+        """Every stream has trained its current image: next image. After a step-1 or step-3 iteration
+        (the forwards that measure the depth) the image's latest metrics are the stream's; a step-2
+        iteration measures nothing and leaves the owner as it was."""
+        if phase.step in (1, 3):
+            for r, s in enumerate(self.streams):
+                self.owner[s.cur] = r
         self.advance()
 
     def label(self, group: Group) -> dict:
@@ -189,10 +192,14 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     samples are that image's own, not those of the last image of the collect pass.
     """
     c = trainer.cfg
+    if c.step3_pool != "original":
+        # last_batch keeps a pool only for the images a stream visited in its latest step-2 iterations;
+        # step 3 of any other image would read none
+        raise ValueError(f"joint pre-training needs step3_pool 'original' (a pool of every image), "
+                         f"got {c.step3_pool!r}")
     gens = [torch.Generator().manual_seed(c.seed + r) for r in range(c.joint_streams)]
     whole = trainer.group(targets, gens=[gens[0]] * len(targets))
-    if c.step3_pool == "original":
-        check_collect_iters(c.collect_iters, len(whole))
+    check_collect_iters(c.collect_iters, len(whole))
     streams = Streams(whole, gens, prefit=not trainer.pretrained_depth and c.prior_iters > 0)
     ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
                                    "inputs": fingerprint(whole.targets, trainer.model.nets_state())})

@@ -376,7 +376,7 @@ class Trainer:
                     # the fast mode reads losses back (and checks them) only when it logs
                     entries = self.iteration(phase, group, opts, random_pool=plan.random_pool,
                                              sync=log_now or not self.fast)
-                    plan.trained()
+                    plan.trained(phase)
                     global_it += 1
                     done += 1
                     if pbar is not None:
@@ -432,8 +432,8 @@ class Plan:
     def current(self, phase: Phase) -> Group:
         raise NotImplementedError
 
-    def trained(self) -> None:
-        """After every iteration."""
+    def trained(self, phase: Phase) -> None:
+        """After every iteration of ``phase``."""
 
     def label(self, group: Group) -> dict:
         """Extra keys of a log entry."""
