@@ -220,6 +220,33 @@ def test_start_from_truth_fits_d_and_a_to_the_ground_truth():
         start_from_truth(trainer, [t], iters=1)
 
 
+def test_a_run_from_the_truth_resumes_although_the_fit_differs_slightly(tmp_path, caplog):
+    """The checkpoint of a run from the truth records how the fit was made, not its weights: on CUDA
+    a re-run fit differs in the last bits (cuDNN), and the run must still resume, not restart."""
+    from gan2shape.truth_start import start_from_truth
+
+    cfg = tiny_config(schedule=[Stage(2, 2, 3)], collect_iters=2)
+    ck = tmp_path / "run.ckpt"
+
+    def call(jitter: float, **fit):
+        model = tiny_model(cfg)
+        trainer = Trainer(model, log_every=1)
+        t = _scene_target(model)
+        start_from_truth(trainer, [t], iters=3)
+        with torch.no_grad():  # what a non-deterministic backward would leave
+            for p in model.nets["netD"].parameters():
+                p.add_(jitter)
+        trainer.initial_state = model.nets_state()
+        return trainer.fit(t, checkpoint=ck, **fit)
+
+    first = call(0.0, stop_after=4)
+    assert first.interrupted and ck.exists()
+    with caplog.at_level("INFO", logger="gan2shape"):
+        rest = call(1e-6)
+    assert "resuming at iteration 4" in caplog.text and "starting afresh" not in caplog.text
+    assert rest.iterations == 7 and rest.log[0]["iteration"] == first.log[0]["iteration"]
+
+
 def _ladder():
     import importlib.util
     from pathlib import Path

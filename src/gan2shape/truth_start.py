@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from .diagnostics import canonical_truth
+from .method.group import fingerprint
 from .method.model import Target
 from .method.prefit import fit_net_to_maps
 
@@ -30,12 +31,17 @@ def start_from_truth(trainer, targets: Sequence[Target], iters: int, tol: float 
     if iters < 1:
         raise ValueError(f"the start from the ground truth needs at least one fitting iteration, got {iters}")
     size, device = model.cfg.image_size, model.device
+    # the checkpoint identity of this start: what the fit starts from and how long it runs, not its
+    # result (cuDNN's backward is not deterministic: a resumed call would fit slightly other weights)
+    identity = {"truth_fit": {"from": fingerprint([], trainer.initial_state), "iters": iters, "tol": tol,
+                              "scenes": [repr(t.scene) for t in targets]}}
     truths = [canonical_truth(t.scene, size, device) for t in targets]
     images = torch.cat([t.image for t in targets]).to(device)
     for net, key in (("netD", "depth"), ("netA", "albedo")):
         fit_net_to_maps(model, net, images, torch.cat([tr[key] for tr in truths]), iters, tol)
     trainer.initial_state = model.nets_state()   # what Trainer.fit resets to
     trainer.pretrained_depth = True               # no pre-fit to a prior on top
+    trainer.start_identity = identity
     starts = []
     with torch.no_grad():
         for t in targets:

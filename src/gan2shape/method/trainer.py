@@ -118,6 +118,10 @@ class Trainer:
         self.on_log = on_log
         self.fast = fast              # the fast mode (stacked.fast_view): bf16/TF32 kernels, host syncs only when logging
         self.initial_state = model.nets_state()   # the reset snapshot (random init or pretrain)
+        # what a checkpoint records of the starting point: the snapshot itself, or (set by a start
+        # computed before every call, e.g. the truth fit) a description that does not depend on
+        # non-deterministic kernels, so that the run resumes on CUDA too
+        self.start_identity: dict | None = None
         self.pretrained_depth = False
 
     # -- initial weights --------------------------------------------------------------------------
@@ -324,7 +328,7 @@ class Trainer:
         phases = phases_of(c.schedule, c.prior_iters if need_prior else 0, c.vl_warmup)
         ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "independent": independent,
                                        "pretrained_depth": self.pretrained_depth,
-                                       "inputs": fingerprint(group.targets, self.initial_state)})
+                                       "inputs": fingerprint(group.targets, self.start_identity or self.initial_state)})
         run = self.run_phases(phases, SameGroup(self, group), ckpt, n_logs=len(group) if independent else 1,
                               checkpoint_every=checkpoint_every, stop_after=stop_after, desc=",".join(group.names))
         return self.result(group, run.logs, run.seconds, run.iterations, run.interrupted)
