@@ -103,15 +103,19 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
     return upfirdn2d_depthwise(x, kernel, up, down, pad)
 
 
+def _pads(pad: Sequence[int]) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1) from (p0, p1) for both axes or (x0, x1, y0, y1)."""
+    if len(pad) == 2:
+        return pad[0], pad[1], pad[0], pad[1]
+    if len(pad) == 4:
+        return tuple(pad)
+    raise ValueError(f"pad must have 2 or 4 entries, got {pad}")
+
+
 def upfirdn2d_depthwise(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
                         pad: Sequence[int] = (0, 0)) -> torch.Tensor:
     """:func:`upfirdn2d` as one depthwise (transposed) convolution with ``groups = C``."""
-    if len(pad) == 2:
-        px0, px1, py0, py1 = pad[0], pad[1], pad[0], pad[1]
-    elif len(pad) == 4:
-        px0, px1, py0, py1 = pad
-    else:
-        raise ValueError(f"pad must have 2 or 4 entries, got {pad}")
+    px0, px1, py0, py1 = _pads(pad)
     c = x.shape[1]
     kh, kw = kernel.shape
     dtype = x.dtype if not torch.is_autocast_enabled(x.device.type) else torch.get_autocast_dtype(x.device.type)
@@ -136,12 +140,7 @@ def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int 
     ``x``: B×C×H×W; ``kernel``: kh×kw; ``pad``: (p0, p1) for both axes or (x0, x1, y0, y1);
     negative pads crop. Output side: ``(H*up + p0 + p1 - kh) // down + 1``.
     """
-    if len(pad) == 2:
-        px0, px1, py0, py1 = pad[0], pad[1], pad[0], pad[1]
-    elif len(pad) == 4:
-        px0, px1, py0, py1 = pad
-    else:
-        raise ValueError(f"pad must have 2 or 4 entries, got {pad}")
+    px0, px1, py0, py1 = _pads(pad)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     out = x.reshape(b * c, 1, h, w)
