@@ -46,15 +46,15 @@ def test_step3_in_the_pseudo_views_and_lights_is_minimal_at_the_truth():
     """With the oracle's samples, the true canonical depth and albedo and the pseudo samples' own
     views and lights (the oracle's are the scene's true k_a, k_d plus the pseudo strengths), the
     projected-sample loss of step 3 vanishes; with the untrained V(Q), L(Q) it does not."""
-    from gan2shape.diagnostics import true_pseudo_viewlight
+    from gan2shape.method.sampling import pseudo_lights
 
     model, t, scene, proj, pmask, views, lights = _oracle_at_truth("pseudo")
     assert views.shape == (model.cfg.n_p, 6) and lights.shape == (model.cfg.n_p, 4)
     # the hook reports the lights its renders are made in: the true ones, not the model's k_a, k_d
     g = torch.Generator().manual_seed(1)
     _, _, raw_views, ldir, lr = model.pseudo_samples(_state(model, t), model.cfg.n_p, g, True)
-    rv, rl = true_pseudo_viewlight(raw_views, ldir, lr, scene.k_a, scene.k_d, model.cfg.rand_light[6])
-    assert torch.equal(views, rv) and torch.allclose(lights, rl, atol=1e-7)
+    rl = pseudo_lights(ldir, lr, scene.k_a, scene.k_d, model.cfg.rand_light[6])
+    assert torch.equal(views, raw_views) and torch.allclose(lights, rl, atol=1e-7)
     for flip in (False, True):  # face2 is mirror-symmetric: the flip branch is at the truth too
         _, terms, _ = model.step3(t, proj, pmask, flip=flip, proj_view=views, proj_light=lights)
         assert terms["proj_l1"] < 1e-6 and terms["proj_perc"] < 1e-6, (flip, terms)

@@ -121,9 +121,9 @@ def test_self_consistent_oracle_minimises_step3_at_the_truth():
     render of the truth with the true pseudo view and light reproduces them."""
     from conftest import tiny_config, tiny_model, tiny_target
 
-    from gan2shape.diagnostics import canonical_truth, consistent_oracle_samples, install_projection, true_pseudo_viewlight
+    from gan2shape.diagnostics import canonical_truth, consistent_oracle_samples, install_projection
     from gan2shape.method.renderer import compose_texture, light_to_physical, shade
-    from gan2shape.method.sampling import sample_lights, sample_views
+    from gan2shape.method.sampling import pseudo_lights, sample_lights, sample_views
 
     cfg = tiny_config(projection="oracle", image_size=S)
     model = install_projection(tiny_model(cfg))
@@ -134,7 +134,7 @@ def test_self_consistent_oracle_minimises_step3_at_the_truth():
     raw_views = sample_views(model.viewlight, 3, 1.0, g)
     ldir, lr = sample_lights(3, cfg.rand_light, g)
     oracle = consistent_oracle_samples(model, t, raw_views, ldir, lr)
-    rv, rl = true_pseudo_viewlight(raw_views, ldir, lr, scene.k_a, scene.k_d, cfg.rand_light[6])
+    rv, rl = raw_views, pseudo_lights(ldir, lr, scene.k_a, scene.k_d, cfg.rand_light[6])  # the true V(Q), L(Q)
     world = v2.render_v2([scene] * 3, S, views=model.physical_view(rv), lights=rl)
     assert (oracle - world["image"]).abs().max() < 1e-5
     # step 3's render (METHOD §4.6) of the truth with the true V(Q), L(Q)

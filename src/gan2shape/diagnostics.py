@@ -127,16 +127,6 @@ def consistent_oracle_samples(model, target, raw_views: torch.Tensor, light_dir:
 consistent_oracle_projection = per_image_projection(consistent_oracle_samples)
 
 
-def true_pseudo_viewlight(raw_views: torch.Tensor, light_dir: torch.Tensor, light_r: torch.Tensor,
-                          k_a: float, k_d: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The true raw view and raw light (METHOD §2.4 units) of the oracle's renders of a scene with
-    strengths ``k_a``, ``k_d``: what V(Q), L(Q) should output for them (``step3_viewlight = "pseudo"``
-    with the oracle uses exactly these)."""
-    from .method.sampling import pseudo_lights
-
-    return raw_views, pseudo_lights(light_dir, light_r, k_a, k_d, alpha)
-
-
 HOOKS = {"pseudo": pseudo_projection, "oracle": consistent_oracle_projection,
          "mesh_oracle": mesh_oracle_projection}
 
