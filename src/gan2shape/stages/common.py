@@ -188,7 +188,7 @@ def method_config(args: argparse.Namespace):
 
     names = ["image_size", "n_p", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
-             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "step3_viewlight", "vl_warmup",
+             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "step3_viewlight", "vl_warmup", "joint_streams",
              "seed", "relative_enc", "use_mask", "raster_bin_size", "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.schedule == "init_iterations":

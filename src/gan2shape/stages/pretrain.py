@@ -75,8 +75,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             raise SystemExit(f"--first-prior: {args.list} already names a prior for its first image")
         rows[0] = (*rows[0][:2], args.first_prior)
     cfg = method_config(args)
-    if args.joint_streams is not None:
-        cfg.joint_streams = args.joint_streams
     for img, lat, prior in rows:
         for f in (img, lat, prior):
             check_input(f, f"{args.list}:")
