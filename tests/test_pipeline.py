@@ -319,7 +319,7 @@ def bench_v2_repo(tmp_path: Path, images: int = 2, **over) -> tuple[Path, dict]:
     cfg = yaml.safe_load(path.read_text())
     cfg["benchmark_v2"] = merge(cfg["benchmark_v2"], {"images": images, **over})
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (repo / cfg["benchmark_v2"]["gan"]).touch()
+    (repo / "models/synthetic_v2_gan.pt").touch()   # the GAN of dataset synthetic-face2
     return repo, cfg["benchmark_v2"]
 
 
@@ -374,7 +374,7 @@ def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
         cmd = cmds[("face2", row, "g00")]
         assert [_flag(cmd, f) for f in ("--preset", "--schedule", "--np", "--crop", "--image-size")] == [
             ["synface"], ["synface"], ["16"], ["0"], ["64"]]
-        assert _flag(cmd, "--pretrain") == [b["joint_pretrain"]] and _flag(cmd, "--name") == face
+        assert _flag(cmd, "--pretrain") == ["results/pretrain/synthetic-face2/pretrain.pth"] and _flag(cmd, "--name") == face
         assert _flag(cmd, "--image") == [f"{b['test_set']}/face2/{x}.png" for x in face]
         assert _flag(cmd, "--latent") == [f"{W}/invert/{x}.pt" for x in face]
         assert _flag(cmd, "--mask") is None and _flag(cmd, "--out") == [f"{W}/face2/{row}/reconstruct/g00"]

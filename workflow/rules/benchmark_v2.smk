@@ -19,7 +19,7 @@ if B2:
     use rule segment as bench2_segment with:
         input:
             images=bench2_all_images,
-            net=B2["segmenter"],
+            net=SEGMENT_NET,
         output:
             masks=expand(f"{B2W}/segment/{{image}}_mask.png", image=bench2_all_names()),
             conf=expand(f"{B2W}/segment/{{image}}_conf.npy", image=bench2_all_names()),
@@ -37,7 +37,7 @@ if B2:
         input:
             images=bench2_all_images,
             masks=expand(f"{B2W}/segment/{{image}}_mask.png", image=bench2_all_names()),
-            gan=B2["gan"],
+            gan=GAN,
         output:
             latents=expand(f"{B2W}/invert/{{image}}.pt", image=bench2_all_names()),
             summary=f"{B2W}/invert/inversion_summary.json",
@@ -88,9 +88,9 @@ if B2:
             gt=bench2_test_files("_depth.png"),
             scene=bench2_test_files(".json"),
             mask=bench2_masks,
-            gan=B2["gan"],
-            view_mvn=B2["view_mvn"],
-            light_mvn=B2["light_mvn"],
+            gan=GAN,
+            view_mvn=VIEW_MVN,
+            light_mvn=LIGHT_MVN,
         output:
             run=directory(f"{B2W}/{{family}}/{{run}}/reconstruct/{{group}}"),
         params:

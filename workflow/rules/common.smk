@@ -418,7 +418,7 @@ def bench2_pretrain(wildcards):
     pre-fitted to the run's prior (init: prior; one image per job)."""
     r = B2RUNS[wildcards.run]
     if r["init"] == "joint":
-        return B2["joint_pretrain"]
+        return JOINT_PRETRAIN
     (image,) = bench2_members(wildcards)
     return f"{B2W}/pretrain/{r['prior']}/{image}.pth"
 
@@ -519,7 +519,7 @@ def bench2_table_flags(wildcards, input):
 
 def bench2_table_note(wildcards=None):
     return shlex.quote(f"first {B2['images']} held-out images per family; priors and masks from "
-                       f"{B2['segmenter']}; rows: config/benchmark_v2.yaml")
+                       f"{SEGMENT_NET}; rows: config/benchmark_v2.yaml")
 
 
 def bench2_figure_items(wildcards):
