@@ -488,6 +488,7 @@ def main(argv=None) -> dict:
     p.add_argument("--parity-seeds", type=int, default=2, help="faithful seeds (the seed-to-seed spread)")
     p.add_argument("--parity-schedule-scale", type=float, default=0.1)
     p.add_argument("--parity-inversion-steps", type=int, default=200)
+    p.add_argument("--parity-only", action="store_true", help="run only the accuracy-parity check (no timings)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="skip measurements that would start after this many seconds (recorded as skipped)")
     p.add_argument("--tiny", action="store_true",
@@ -542,7 +543,7 @@ def main(argv=None) -> dict:
         res["parity"]["bench_seconds"] = time.perf_counter() - t0
         save()
 
-    for scale in args.scales:
+    for scale in ([] if args.parity_only else args.scales):
         for mode in args.modes:
             if over_budget():
                 res.setdefault(scale, {})[mode] = {"skipped": "budget"}

@@ -304,6 +304,7 @@ def _folder_source(folder: Path, size: int, batch: int, seed: int, device) -> Ca
 
 def cmd_train_gan(args: argparse.Namespace) -> int:
     """Train (or resume training) a StyleGAN2 on synthetic renders or an image folder."""
+    t_call = time.perf_counter()   # --max-seconds counts from here: the pool's rendering is part of the call
     out = Path(args.out_dir)
     ck = out / "checkpoint.pt"
     if ck.exists():
@@ -325,7 +326,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
             raise SystemExit(f"train-gan: {e}")
         # the stream's seed moves with the step so a resumed run sees fresh renders
         data = _synthetic_source(families, c.size, c.batch, c.seed + trainer.step, args.device, args.pool)
-    done = trainer.fit(data, args.steps, out, max_seconds=args.max_seconds, log_every=args.log_every,
+    left = None if args.max_seconds is None else args.max_seconds - (time.perf_counter() - t_call)
+    done = trainer.fit(data, args.steps, out, max_seconds=left, log_every=args.log_every,
                        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every)
     if args.export is not None:
         # the file the method uses: g_ema + d + args only (small, official layout)
@@ -344,7 +346,8 @@ def add_cli(sub) -> None:
     p.add_argument("--families", nargs="+", help="synthetic families to render (default: all of --world)")
     p.add_argument("--pool", type=int, default=24000, help="pre-render this many synthetic images and sample from them (0: a fresh render every step)")
     p.add_argument("--steps", type=int, required=True, help="total iterations to reach")
-    p.add_argument("--max-seconds", type=float, help="stop (and checkpoint) after this long in this call")
+    p.add_argument("--max-seconds", type=float, help="stop (and checkpoint) this many seconds after the command started "
+                   "(data set-up included)")
     p.add_argument("--export", type=Path, help="also write g_ema + d + args to this file")
     for f in fields(GANConfig):  # architecture and optimisation flags, defaults from GANConfig
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
