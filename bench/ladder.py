@@ -25,7 +25,8 @@ and 2 leave D and V alone, so this is the depth after the truth fit or the prior
 predicted view), **final** = after the schedule, **drift** = final − start. Writes
 ``OUT/ladder.json`` (per rung mean ± std over the images, and every run) and ``OUT/ladder.csv``
 (one row per run); SIDE in ×10⁻². A run whose ``metrics.json`` exists is not run again (a
-device-call limit can stop the ladder; run it again to continue).
+device-call limit can stop the ladder; run it again to continue); ``--summarize-only`` summarises the
+finished runs and lists the others under ``not_run``.
 
     python bench/ladder.py --family face2 --n 8 --gan G.pt --view-mvn V.pth --light-mvn L.pth \\
         --out bench_out/ladder --device cuda
@@ -75,6 +76,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--prior-iters", type=int, help="prior pre-fit / truth fit iterations (default: preset)")
     p.add_argument("--vl-warmup", type=int, default=100, help="V/L warm-up of the *_warmup rungs")
     p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="run nothing: summarise the runs of --out that finished (e.g. after a device call's limit)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads (gan2shape --threads)")
     return p.parse_known_args(argv)
@@ -186,21 +189,26 @@ def main(argv=None) -> dict:
     args, extra = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     images = test_images(args.test_root, args.family, args.n)
-    lat = latents(args, images)
-    rows = []
+    lat = None if args.summarize_only else latents(args, images)
+    rows, missing = [], []
     for rung in args.rungs:
         for im in images:
             run = args.out / "runs" / rung / im["name"]
+            if args.summarize_only and not (run / "metrics.json").is_file():
+                missing.append(f"{rung}/{im['name']}")
+                continue
             if not (run / "metrics.json").is_file():
                 log.info("ladder: %s %s", rung, im["name"])
                 _cli(args, reconstruct_argv(args, rung, im, lat[im["name"]], extra))
             rows.append(run_row(rung, im, run))
+    if not rows:
+        raise SystemExit(f"{args.out}/runs: no finished run to summarise")
     summary = summarize(rows)
     n3 = int(args.stage_iters.split(",")[2])
     result = {"family": args.family, "images": [im["name"] for im in images], "gan": str(args.gan),
               "stage_iters": args.stage_iters, "vl_warmup": args.vl_warmup, "device": args.device,
               "reconstruct_extra": extra, "side_unit": "x1e-2", "criterion": criterion(summary, n3),
-              "rungs": summary, "runs": rows}
+              "rungs": summary, "runs": rows, "not_run": missing}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ladder.json").write_text(json.dumps(result, indent=1) + "\n")
     with open(args.out / "ladder.csv", "w", newline="") as f:

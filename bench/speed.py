@@ -158,9 +158,11 @@ def sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_fit(model: GAN2Shape, init: dict, targets: list[Target], cfg, fast: bool) -> dict:
-    """One fit of ``targets`` (faithful: one image, shared model; fast: K independent models)
-    with ``cfg``: total seconds, per-phase seconds (host timestamps at phase ends), the result."""
+def timed_fit(model: GAN2Shape, init: dict, targets: list[Target], cfg, fast: bool,
+              independent: bool | None = None) -> dict:
+    """One fit of ``targets`` with ``cfg`` (``independent``: K independent models, default for the
+    fast mode; else one model shared by the targets, i.e. one image for the faithful speed rows):
+    total seconds, per-phase seconds (host timestamps at phase ends), the result."""
     model.cfg = cfg
     stamps: dict[int, float] = {}
     tr = Trainer(model, log_every=10 ** 9, fast=fast,
@@ -169,7 +171,7 @@ def timed_fit(model: GAN2Shape, init: dict, targets: list[Target], cfg, fast: bo
     dev = str(model.device)
     sync(dev)
     t0 = time.perf_counter()
-    res = tr.fit([replace(t, gan_image=None) for t in targets], independent=fast)
+    res = tr.fit([replace(t, gan_image=None) for t in targets], independent=fast if independent is None else independent)
     sync(dev)
     total = time.perf_counter() - t0
     phases = phases_of(cfg.schedule, cfg.prior_iters)
@@ -423,12 +425,21 @@ def run_parity(args, device: str) -> dict:
     runs = {}
     for mode, seed in [("faithful", s) for s in range(args.parity_seeds)] + [("fast", 0)]:
         t0 = time.perf_counter()
-        res = timed_fit(model, init, targets, replace(cfg, seed=seed), fast=mode == "fast")["result"]
+        # both modes fit K independent models (one per image): the runs differ only in kernels and seed
+        res = timed_fit(model, init, targets, replace(cfg, seed=seed), fast=mode == "fast", independent=True)["result"]
         runs[f"{mode}_seed{seed}"] = {
             "side": [m["final_side"] for m in res.metrics], "mad": [m["final_mad"] for m in res.metrics],
             "seconds": time.perf_counter() - t0}
     out = {"images": [t.name for t in targets], "schedule": _schedule_dict(cfg), "inversion_steps":
            args.parity_inversion_steps, "runs": runs}
+    out.update(parity_stats(runs))
+    return out
+
+
+def parity_stats(runs: dict) -> dict:
+    """Per metric (side, mad): the run means, the faithful seeds' spread and paired seed noise, and
+    whether the fast run lies within them (``runs``: ``{"faithful_seed<k>" | "fast_seed0": {metric: [per image]}}``)."""
+    out = {}
     ref = runs["faithful_seed0"]
     for metric in ("side", "mad"):
         means = {k: statistics.fmean(r[metric]) for k, r in runs.items()}
@@ -437,6 +448,13 @@ def run_parity(args, device: str) -> dict:
                           for k in runs if k.startswith("faithful") and k != "faithful_seed0"]
         per_image_fast = statistics.fmean(abs(a - b) for a, b in zip(runs["fast_seed0"][metric], ref[metric]))
         spread = max(seeds) - min(seeds)
+        # paired seed noise: the spread of a mean over the n images when only the seed changes
+        # (per-image differences seed k − seed 0); fast passes when its paired mean difference to
+        # seed 0 is within two such standard errors
+        diffs = [a - b for k in runs if k.startswith("faithful") and k != "faithful_seed0"
+                 for a, b in zip(runs[k][metric], ref[metric])]
+        fast_diff = statistics.fmean(a - b for a, b in zip(runs["fast_seed0"][metric], ref[metric]))
+        noise = statistics.stdev(diffs) / math.sqrt(len(ref[metric])) if len(diffs) > 1 else None
         out[metric] = {
             "means": means,
             "faithful_seed_spread": spread,                                  # of the mean over images
@@ -445,6 +463,9 @@ def run_parity(args, device: str) -> dict:
             "per_image_abs_diff_fast_vs_seed0": per_image_fast,
             "fast_within_seed_spread": (min(seeds) - 1e-12 <= means["fast_seed0"] <= max(seeds) + 1e-12)
             if len(seeds) > 1 else None,
+            "paired_fast_minus_seed0": fast_diff,
+            "seed_noise_of_mean": noise,
+            "fast_within_seed_noise": abs(fast_diff) <= 2 * noise if noise is not None else None,
         }
     return out
 

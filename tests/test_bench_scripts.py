@@ -1,0 +1,72 @@
+"""The device scripts' own logic on the CPU: the parity check of bench/speed.py and the ladder's
+summary of a run cut short (bench/ladder.py --summarize-only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parity_stats_on_known_runs():
+    speed = _load("speed")
+    runs = {"faithful_seed0": {"side": [1.0, 2.0, 3.0, 4.0], "mad": [10.0, 10.0, 10.0, 10.0]},
+            "faithful_seed1": {"side": [1.5, 1.5, 3.5, 3.5], "mad": [12.0, 8.0, 12.0, 8.0]},
+            "fast_seed0": {"side": [1.0, 2.0, 3.0, 9.0], "mad": [11.0, 9.0, 11.0, 9.0]}}
+    st = speed.parity_stats(runs)
+    # seed 1 − seed 0 per image: ±0.5, mean 0, sample sd 0.5774 → noise of a mean of 4: 0.2887
+    assert st["side"]["seed_noise_of_mean"] == pytest.approx((1 / 3) ** 0.5 / 2, rel=1e-6)
+    assert st["side"]["faithful_seed_spread"] == pytest.approx(0.0)
+    assert st["side"]["paired_fast_minus_seed0"] == pytest.approx(1.25)       # one image off by 5
+    assert st["side"]["fast_within_seed_noise"] is False
+    assert st["mad"]["paired_fast_minus_seed0"] == pytest.approx(0.0)
+    assert st["mad"]["fast_within_seed_noise"] is True
+    assert st["mad"]["per_image_abs_diff_fast_vs_seed0"] == pytest.approx(1.0)
+    assert st["mad"]["per_image_abs_diff_faithful_seeds"] == pytest.approx(2.0)
+
+
+def test_parity_runs_both_modes_as_independent_models(tmp_path, monkeypatch):
+    """Faithful and fast differ only in kernels and seed: both fit one model per image."""
+    speed = _load("speed")
+    seen = []
+    fit = speed.Trainer.fit
+
+    def spy(self, targets, *a, **kw):
+        seen.append((bool(self.fast), kw.get("independent"), len(targets)))
+        return fit(self, targets, *a, **kw)
+
+    monkeypatch.setattr(speed.Trainer, "fit", spy)
+    res = speed.main(["--device", "cpu", "--tiny", "--parity-only", "--out", str(tmp_path / "bench.json")])
+    assert sorted(res) == ["meta", "parity"]                         # no speed rows with --parity-only
+    assert set(res["parity"]["runs"]) == {"faithful_seed0", "faithful_seed1", "fast_seed0"}
+    assert seen == [(False, True, 2), (False, True, 2), (True, True, 2)]
+    assert json.loads((tmp_path / "bench.json").read_text())["parity"]["side"]["seed_noise_of_mean"] is not None
+
+
+def test_ladder_summarize_only_reports_finished_and_missing_runs(tmp_path):
+    ladder = _load("ladder")
+    src = ROOT / "results/synthetic_v2/ladder/face2/runs/truth_pseudo/face2_0_00000"
+    shutil.copytree(src, tmp_path / "runs/truth_pseudo/face2_0_00000")
+    res = ladder.main(["--family", "face2", "--n", "2", "--gan", "unused.pt", "--view-mvn", "v.pth",
+                       "--light-mvn", "l.pth", "--rungs", "truth_pseudo", "truth_predicted",
+                       "--out", str(tmp_path), "--summarize-only"])
+    assert res["rungs"]["truth_pseudo"]["n"] == 1
+    assert res["not_run"] == ["truth_pseudo/face2_0_00001", "truth_predicted/face2_0_00000",
+                              "truth_predicted/face2_0_00001"]
+    m = json.loads((src / "metrics.json").read_text())
+    assert res["runs"][0]["final_side"] == pytest.approx(100 * m["final_side"])
+    with pytest.raises(SystemExit, match="no finished run"):
+        ladder.main(["--family", "face2", "--n", "1", "--gan", "g", "--view-mvn", "v", "--light-mvn", "l",
+                     "--rungs", "truth_warmup", "--out", str(tmp_path / "empty"), "--summarize-only"])
