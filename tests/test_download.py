@@ -501,7 +501,7 @@ def test_failed_download_prints_cause_and_three_ways_out(tmp_path, monkeypatch, 
     assert str(tmp_path / "data/celeba/list_200-399.txt") in text
     assert "--verify-only --what release --dataset celeba" in text
     # 3. the synthetic default
-    assert "dataset: synthetic-face" in text
+    assert "dataset: synthetic-face2" in text
     # VGG16 was not asked for, so it is neither fetched nor mentioned
     assert "vgg16" not in text and not (tmp_path / "checkpoints").exists()
 

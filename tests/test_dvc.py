@@ -59,7 +59,7 @@ def test_run_outputs_are_not_tracked_by_git_but_the_reference_is():
         ignored = subprocess.run(["git", "check-ignore", "-q", f"results/{f}"], cwd=REPO)
         assert ignored.returncode == 0, f"results/{f} is not ignored by git"
     ref = json.loads((REPO / "results/reference/demo/metrics.json").read_text())
-    assert ref["dataset"] == "synthetic-face" and ref["preset"] == "demo" and ref["methods"]
+    assert ref["dataset"] == "synthetic-face2" and ref["preset"] == "demo" and ref["methods"]
     assert json.loads((REPO / "results/reference/demo/provenance.json").read_text())["tolerance"] > 0
 
 

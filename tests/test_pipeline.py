@@ -159,7 +159,7 @@ def test_joint_pretrain_target_plans_samples_prior_and_a_resumable_gpu_job(tmp_p
     r = snakemake("joint_pretrain", "-n", "-p", "--cores", "4", "--resources", "gpu=1", cwd=repo)
     assert planned_rules(r.stdout) == {"sample_gan": 1, "pretrain_mask": 1, "pretrain_prior": 1, "joint_pretrain": 1}
     job = _job_block(r.stdout, "joint_pretrain")
-    res = "results/pretrain/synthetic-face"
+    res = "results/pretrain/synthetic-face2"
     for part in ("gpu=1", "--streams 4", "--preset synface_pretrain", "--crop 0", f"--checkpoint {res}/pretrain.ckpt",
                  "--stop-after-seconds 3600", f"--first-prior {res}/prior_000000.npy", f"--out {res}/pretrain.pth",
                  f"--list {res}/samples/list.txt"):
@@ -167,7 +167,7 @@ def test_joint_pretrain_target_plans_samples_prior_and_a_resumable_gpu_job(tmp_p
     assert "--n 12 --truncation 1.0" in _job_block(r.stdout, "sample_gan")
     assert "--name ellipsoid" in _job_block(r.stdout, "pretrain_prior")
     datasets = yaml.safe_load((repo / "config/datasets.yaml").read_text())
-    datasets["synthetic-face"]["joint_pretrain"] = True
+    datasets["synthetic-face2"]["joint_pretrain"] = True
     (repo / "config/datasets.yaml").write_text(yaml.safe_dump(datasets, sort_keys=False))
     r = snakemake("all", "-n", "--cores", "4", "--resources", "gpu=1", cwd=repo)
     assert planned_rules(r.stdout).get("joint_pretrain") == 1
@@ -254,11 +254,11 @@ def tiny_run(tmp_path_factory):
 def test_tiny_end_to_end_run_produces_metrics_figures_mesh_report(tiny_run):
     res = tiny_run / "results"
     m = json.loads((res / "metrics.json").read_text())
-    assert m["dataset"] == "synthetic-face" and m["np"] == 2 and m["runs"] == 1
+    assert m["dataset"] == "synthetic-face2" and m["np"] == 2 and m["runs"] == 1
     for k in ("side_mean", "mad_mean", "seconds_per_image"):
         assert m[k] == m[k] and m[k] >= 0, k  # finite, not NaN
     assert set(m["methods"]) == {"constant", "prior-smoothed_box", "gan2shape-smoothed_box"}
-    fig = next((res / "synthetic-face" / "figures" / "smoothed_box").iterdir())
+    fig = next((res / "synthetic-face2" / "figures" / "smoothed_box").iterdir())
     for f in ("panel.png", "relight.gif", "rotate.gif", "mesh.obj"):
         assert (fig / f).stat().st_size > 0, f
     html = (res / "report" / "index.html").read_text()

@@ -101,8 +101,8 @@ def ways_out(what: Iterable[str], dataset: Iterable[str], dest: str | os.PathLik
         lines.append(f"       {dest / vgg['dest']}; {sha(vgg['name'], vgg.get('sha256'))}")
     lines.append("     Check what is in place without any network access: gan2shape download --verify-only "
                  f"--what {' '.join(sorted(what))} --dataset {' '.join(names)} --dest {dest}")
-    lines.append("  3. The synthetic default needs no download: `dataset: synthetic-face` (or synthetic-box) "
-                 "in params.yaml.")
+    lines.append("  3. The synthetic default needs no download: `dataset: synthetic-face2` (or "
+                 "synthetic-car2; world v1: synthetic-face, synthetic-box) in params.yaml.")
     return "\n".join(lines)
 
 
