@@ -29,7 +29,8 @@ else
       --epochs 15 --device cuda --out "$OUT/${PREFIX}_segmenter.pt" --history "$WORK/segmenter_history.json"
 fi
 # the GAN: a pool of 24k renders (v2: half of them relit like pseudo samples), then training until
-# ~70 s before the budget ends (pool rendering, checkpoint, export and the split fit in that margin)
+# ~70 s before the budget ends (--max-seconds counts the pool's rendering; checkpoint, export and the
+# split fit in the margin)
 LEFT=$((BUDGET - (SECONDS - START) - 70))
 rc=0
 python3 -m gan2shape train-gan --world "$WORLD" --out-dir "$WORK" --pool 24000 --steps "$STEPS" --r1 0.5 \

@@ -73,7 +73,8 @@ def dvc_repo(tmp_path):
     (r / ".dvc").mkdir()
     shutil.copy2(REPO / ".dvc" / "config", r / ".dvc" / "config")
     for f, text in {"workflow/Snakefile": "a", "src/gan2shape/x.py": "b", "models/m": "c",
-                    "data/synthetic/test/l": "d", "results/synthetic-face/f": "e",
+                    "data/synthetic/test/l": "d", "data/synthetic_v2/test/l": "d2",
+                    "results/synthetic-face2/f": "e",
                     "results/report/index.html": "<html>"}.items():
         (r / f).parent.mkdir(parents=True, exist_ok=True)
         (r / f).write_text(text)
