@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +71,13 @@ def test_ladder_summarize_only_reports_finished_and_missing_runs(tmp_path):
     with pytest.raises(SystemExit, match="no finished run"):
         ladder.main(["--family", "face2", "--n", "1", "--gan", "g", "--view-mvn", "v", "--light-mvn", "l",
                      "--rungs", "truth_warmup", "--out", str(tmp_path / "empty"), "--summarize-only"])
+
+
+def test_nn_check_finds_copies_and_mirror_copies():
+    nn = _load("gan_nn_check")
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(10, 3, 8, 8, generator=g) * 2 - 1
+    x = torch.stack([ref[3], ref[7].flip(2), ref[5] + 0.25])
+    d, i = nn.nearest(x, ref, chunk=4)                  # chunks smaller than the reference set
+    assert i.tolist() == [3, 7, 5]
+    assert d[:2].tolist() == [0.0, 0.0] and d[2].item() == pytest.approx(0.25, abs=1e-6)
