@@ -45,9 +45,10 @@ def test_params_yaml_is_written_back_unchanged_by_dvc(tmp_path):
     assert p.read_text() == text
     with modify_yaml(p) as d:
         d["np"] = 16
+        d["mode"] = "fast"                      # `dvc exp run -S mode=fast`
         d["reconstruct"]["perceptual"] = "none"
     changed = [(a, b) for a, b in zip(text.splitlines(), p.read_text().splitlines()) if a != b]
-    assert [b.split("#")[0].strip() for _, b in changed] == ["np: 16", "perceptual: none"]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["np: 16", "mode: fast", "perceptual: none"]
     assert len(p.read_text().splitlines()) == len(text.splitlines())
 
 
