@@ -48,8 +48,7 @@ def main(argv=None) -> dict:
 
     from gan2shape.gan.sample import sample_latents
     from gan2shape.gan.stylegan2 import load_stylegan2
-    from gan2shape.gan.train_gan import save_grid
-    from gan2shape.world.render import TrainingStream
+    from gan2shape.gan.train_gan import render_pool, save_grid
     from gan2shape.world.scenes import WORLDS
 
     ck = load_stylegan2(args.gan, device="cpu")
@@ -57,16 +56,8 @@ def main(argv=None) -> dict:
     seed = int(getattr(ck.args, "seed", 0)) if ck.args is not None else 0
     families = tuple(WORLDS[args.world])
 
-    def renders(n: int, s: int) -> torch.Tensor:
-        stream = TrainingStream(families=families, size=G.size, batch=256, seed=s, device="cpu")
-        out, k = [], 0
-        while k < n:
-            out.append(stream.next())
-            k += len(out[-1])
-        return torch.cat(out)[:n].clamp(-1, 1)
-
-    ref = renders(args.n_train, seed)
-    fresh = renders(args.n, args.fresh_seed)
+    ref = render_pool(families, G.size, args.n_train, seed, "cpu").clamp(-1, 1)
+    fresh = render_pool(families, G.size, args.n, args.fresh_seed, "cpu").clamp(-1, 1)
     with torch.no_grad():
         w = sample_latents(G, args.n, seed=0)
         fake = torch.cat([G([w[i:i + 16]], input_is_latent=True)[0] for i in range(0, args.n, 16)]).clamp(-1, 1)

@@ -269,14 +269,20 @@ def _synthetic_source(families: list[str], size: int, batch: int, seed: int, dev
     if pool <= 0:
         stream = TrainingStream(families=tuple(families), size=size, batch=batch, seed=seed, device=device)
         return stream.next
+    return _pool_sampler(render_pool(families, size, pool, seed, device), batch, seed)
+
+
+def render_pool(families, size: int, n: int, seed: int, device) -> torch.Tensor:
+    """The first ``n`` renders of the seeded training stream, made in batches of 256: the pool
+    ``train-gan --pool n`` trains from (``bench/gan_nn_check.py`` compares samples with it)."""
+    from ..world.render import TrainingStream
+
     stream = TrainingStream(families=tuple(families), size=size, batch=256, seed=seed, device=device)
-    chunks, n = [], 0
-    while n < pool:
-        x = stream.next()
-        chunks.append(x)
-        n += x.shape[0]
-    images = torch.cat(chunks)[:pool]
-    return _pool_sampler(images, batch, seed)
+    chunks, k = [], 0
+    while k < n:
+        chunks.append(stream.next())
+        k += chunks[-1].shape[0]
+    return torch.cat(chunks)[:n]
 
 
 def _pool_sampler(images: torch.Tensor, batch: int, seed: int) -> Callable[[], torch.Tensor]:
