@@ -26,7 +26,9 @@ predicted view), **final** = after the schedule, **drift** = final − start. Wr
 ``OUT/ladder.json`` (per rung mean ± std over the images, and every run) and ``OUT/ladder.csv``
 (one row per run); SIDE in ×10⁻². A run whose ``metrics.json`` exists is not run again (a
 device-call limit can stop the ladder; run it again to continue); ``--summarize-only`` summarises the
-finished runs and lists the others under ``not_run``.
+finished runs and lists the others under ``not_run``. ``--batch`` trains a prior rung's images as
+independent models in one batch (``reconstruct --independent``; equal to image-by-image runs up to
+floating-point rounding).
 
     python bench/ladder.py --family face2 --n 8 --gan G.pt --view-mvn V.pth --light-mvn L.pth \\
         --out bench_out/ladder --device cuda
@@ -78,6 +80,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
     p.add_argument("--summarize-only", action="store_true",
                    help="run nothing: summarise the runs of --out that finished (e.g. after a device call's limit)")
+    p.add_argument("--batch", action="store_true",
+                   help="prior_* rungs: train the rung's unfinished images as independent models in one "
+                        "`reconstruct --independent` call (one batch; truth rungs always run image by image)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads (gan2shape --threads)")
     return p.parse_known_args(argv)
@@ -124,14 +129,27 @@ def latents(args: argparse.Namespace, images: list[dict]) -> dict[str, Path]:
     return paths
 
 
-def reconstruct_argv(args: argparse.Namespace, rung: str, image: dict, latent: Path, extra: list[str]) -> list[str]:
+def reconstruct_argv(args: argparse.Namespace, rung: str, images: list[dict], latents: list[Path],
+                     extra: list[str]) -> list[str]:
+    """One ``reconstruct`` of ``rung``: one image into runs/<rung>/<name>, or several as independent
+    models in one batch (``--independent``: each into runs/<rung>/<name> as well)."""
     start, projection, flags = RUNGS[rung]
-    run = args.out / "runs" / rung / image["name"]
-    argv = ["reconstruct", "--preset", args.preset or PRESETS[args.family], "--image-size", str(image["size"]),
-            "--crop", "0", "--image", str(image["image"]), "--latent", str(latent), "--name", image["name"],
-            "--mask", str(image["mask"]), "--gt-depth", str(image["depth"]), "--gt-encoding", "synthetic",
-            "--scene", str(image["scene"]), "--out", str(run),
-            "--checkpoint", str(args.out / "checkpoints" / rung / f"{image['name']}.ckpt"),
+    if len(images) > 1 and start == "truth":
+        raise SystemExit(f"{rung}: the truth start fits one model to one image; run its images one by one")
+    if len({im["size"] for im in images}) > 1:
+        raise SystemExit(f"{rung}: one batch needs images of one size, got {sorted({im['size'] for im in images})}")
+
+    def each(key):
+        return [str(im[key]) for im in images]
+
+    batch = len(images) > 1
+    run = args.out / "runs" / rung / ("" if batch else images[0]["name"])
+    ckpt = f"batch_{images[0]['name']}_{len(images)}.ckpt" if batch else f"{images[0]['name']}.ckpt"
+    argv = ["reconstruct", "--preset", args.preset or PRESETS[args.family], "--image-size", str(images[0]["size"]),
+            "--crop", "0", "--image", *each("image"), "--latent", *map(str, latents), "--name", *each("name"),
+            "--mask", *each("mask"), "--gt-depth", *each("depth"), "--gt-encoding", "synthetic",
+            "--scene", *each("scene"), "--out", str(run), *(["--independent"] if batch else []),
+            "--checkpoint", str(args.out / "checkpoints" / rung / ckpt),
             "--gan", str(args.gan), "--view-mvn", str(args.view_mvn), "--light-mvn", str(args.light_mvn),
             "--device", args.device, "--num-stages", "1", "--stage-iters", args.stage_iters,
             "--projection", projection]
@@ -192,15 +210,20 @@ def main(argv=None) -> dict:
     lat = None if args.summarize_only else latents(args, images)
     rows, missing = [], []
     for rung in args.rungs:
+        todo = [im for im in images if not (args.out / "runs" / rung / im["name"] / "metrics.json").is_file()]
+        if args.summarize_only:
+            missing += [f"{rung}/{im['name']}" for im in todo]
+        elif args.batch and RUNGS[rung][0] == "prior" and len(todo) > 1:
+            log.info("ladder: %s, %d images in one batch", rung, len(todo))
+            _cli(args, reconstruct_argv(args, rung, todo, [lat[im["name"]] for im in todo], extra))
+        else:
+            for im in todo:
+                log.info("ladder: %s %s", rung, im["name"])
+                _cli(args, reconstruct_argv(args, rung, [im], [lat[im["name"]]], extra))
         for im in images:
             run = args.out / "runs" / rung / im["name"]
-            if args.summarize_only and not (run / "metrics.json").is_file():
-                missing.append(f"{rung}/{im['name']}")
-                continue
-            if not (run / "metrics.json").is_file():
-                log.info("ladder: %s %s", rung, im["name"])
-                _cli(args, reconstruct_argv(args, rung, im, lat[im["name"]], extra))
-            rows.append(run_row(rung, im, run))
+            if (run / "metrics.json").is_file():
+                rows.append(run_row(rung, im, run))
     if not rows:
         raise SystemExit(f"{args.out}/runs: no finished run to summarise")
     summary = summarize(rows)

@@ -470,6 +470,38 @@ def parity_stats(runs: dict) -> dict:
     return out
 
 
+def mode_stats(runs: dict, start: dict | None = None) -> dict:
+    """Faithful vs fast when both ran with several seeds (``runs``: ``{"<mode>_seed<k>": {metric: [per
+    image]}}``, the same images in the same order). Per metric: each run's mean; per image the mean
+    over a mode's seeds, their difference fast − faithful (d_i), its mean and standard error over
+    the images (a paired test whose noise includes the seeds'), and whether |mean d| ≤ 2 SE; the
+    mean within-mode seed standard deviation per image. With ``start`` (``{metric: [per image]}``,
+    the depth before step 3): per run, how many images ended worse than they started."""
+    modes = {m: [k for k in runs if k.startswith(m + "_seed")] for m in ("faithful", "fast")}
+    if any(len(v) < 2 for v in modes.values()):
+        raise ValueError(f"mode_stats needs >= 2 seeds per mode, got {modes}")
+    n = len(runs[modes["faithful"][0]]["side"])
+    out = {"seeds": {m: len(v) for m, v in modes.items()}, "n_images": n}
+    for metric in ("side", "mad"):
+        per_mode = {m: [statistics.fmean(runs[k][metric][i] for k in ks) for i in range(n)] for m, ks in modes.items()}
+        d = [b - a for a, b in zip(per_mode["faithful"], per_mode["fast"])]
+        se = statistics.stdev(d) / math.sqrt(n) if n > 1 else None
+        seed_sd = {m: statistics.fmean(statistics.stdev(runs[k][metric][i] for k in ks) for i in range(n))
+                   for m, ks in modes.items()}
+        out[metric] = {
+            "run_means": {k: statistics.fmean(r[metric]) for k, r in runs.items()},
+            "mode_means": {m: statistics.fmean(v) for m, v in per_mode.items()},
+            "fast_minus_faithful": statistics.fmean(d),
+            "standard_error": se,
+            "modes_within_noise": abs(statistics.fmean(d)) <= 2 * se if se is not None else None,
+            "per_image_seed_sd": seed_sd,
+        }
+        if start is not None:
+            out[metric]["worse_than_start"] = {k: sum(f > s0 for f, s0 in zip(r[metric], start[metric]))
+                                               for k, r in runs.items()}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------------

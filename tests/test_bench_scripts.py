@@ -81,3 +81,28 @@ def test_nn_check_finds_copies_and_mirror_copies():
     d, i = nn.nearest(x, ref, chunk=4)                  # chunks smaller than the reference set
     assert i.tolist() == [3, 7, 5]
     assert d[:2].tolist() == [0.0, 0.0] and d[2].item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_mode_stats_on_known_runs():
+    """Both modes with two seeds: per-image seed means, paired difference and its standard error,
+    within-mode seed spread, images worse than their start."""
+    speed = _load("speed")
+    runs = {"faithful_seed0": {"side": [1.0, 2.0, 3.0], "mad": [10.0, 20.0, 30.0]},
+            "faithful_seed1": {"side": [3.0, 2.0, 1.0], "mad": [10.0, 20.0, 30.0]},
+            "fast_seed0": {"side": [2.0, 3.0, 2.0], "mad": [11.0, 21.0, 31.0]},
+            "fast_seed1": {"side": [2.0, 3.0, 4.0], "mad": [11.0, 21.0, 31.0]}}
+    start = {"side": [1.5, 2.5, 2.5], "mad": [100.0, 100.0, 100.0]}
+    st = speed.mode_stats(runs, start)
+    assert st["seeds"] == {"faithful": 2, "fast": 2} and st["n_images"] == 3
+    s = st["side"]
+    assert s["mode_means"] == pytest.approx({"faithful": 2.0, "fast": 8 / 3})
+    # d = fast − faithful per image: [0, 1, 1] → mean 2/3, sd 0.5774, SE 1/3
+    assert s["fast_minus_faithful"] == pytest.approx(2 / 3)
+    assert s["standard_error"] == pytest.approx(1 / 3)
+    assert s["modes_within_noise"] is True
+    assert s["per_image_seed_sd"]["faithful"] == pytest.approx((2 ** 0.5 + 0 + 2 ** 0.5) / 3)
+    assert s["worse_than_start"] == {"faithful_seed0": 1, "faithful_seed1": 1, "fast_seed0": 2, "fast_seed1": 3}
+    m = st["mad"]   # fast is exactly 1 worse on every image: SE 0, outside the noise
+    assert m["fast_minus_faithful"] == pytest.approx(1.0) and m["modes_within_noise"] is False
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        speed.mode_stats({k: v for k, v in runs.items() if k != "fast_seed1"})

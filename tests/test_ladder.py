@@ -324,3 +324,63 @@ def test_joint_pretraining_runs_the_warmup_and_the_pseudo_viewlight():
     res = fit_joint(trainer, [tiny_target(model, f"im{i}", i) for i in range(2)])
     assert res.iterations == 1 + 1 + 2 + 2 and [e["step"] for e in res.log[1:]] == [1, 2, 3, 3, 3, 3]
     assert _same(snaps[2], snaps[4], ("netD", "netA", "netEnc")) and not _same(snaps[2], snaps[4], ("netV",))
+
+
+def test_ladder_batch_equals_image_by_image(world):
+    """--batch trains a prior rung's images as independent models in one call: the same final
+    SIDE / MAD as image-by-image runs (up to rounding), the same files per image; truth rungs refuse a batch."""
+    from gan2shape.world.dataset import save_test_set
+
+    save_test_set(world / "test", "face2", 2, 0, size=S)
+    base = ["--family", "face2", "--n", "2", "--test-root", str(world / "test"), "--gan", str(world / "gan.pt"),
+            "--view-mvn", str(world / "view_mvn.pth"), "--light-mvn", str(world / "light_mvn.pth"),
+            "--invert-steps", "2", "--stage-iters", "1,1,2", "--prior-iters", "2", "--device", "cpu",
+            "--rungs", "prior_predicted", "--f1-d", "2", "--np", "2", "--collect-iters", "1", "--seed", "3"]
+    lad = _ladder()
+    one = lad.main(base + ["--out", str(world / "one")])
+    lat = ["--latents", str(world / "one" / "latents")]
+    both = lad.main(base + lat + ["--out", str(world / "both"), "--batch"])
+    assert [r["image"] for r in both["runs"]] == [r["image"] for r in one["runs"]]
+    for a, b in zip(one["runs"], both["runs"]):
+        for k in ("start_side", "final_side", "start_mad", "final_mad"):
+            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-3), (a["image"], k)
+        assert b["iterations"] == a["iterations"]
+        files = sorted(p.name for p in (world / "both" / "runs" / "prior_predicted" / b["image"]).iterdir())
+        assert "metrics.json" in files and "log.json" in files
+    args, _ = lad.parse_args(base + ["--out", str(world / "x")])
+    ims = lad.test_images(world / "test", "face2", 2)
+    with pytest.raises(SystemExit, match="one by one"):
+        lad.reconstruct_argv(args, "truth_pseudo", ims, [world / "a.pt", world / "b.pt"], [])
+
+
+@pytest.mark.slow
+def test_mode_parity_runs_both_modes_and_seeds_at_toy_scale(world):
+    """bench/mode_parity.py: one inversion per family, a batched prior_predicted run per (mode, seed)
+    in parallel processes, per-run numbers equal to each run's own ladder.json, a resumed call runs nothing."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from gan2shape.world.dataset import save_test_set
+
+    save_test_set(world / "test", "face2", 2, 0, size=S)
+    path = Path(__file__).resolve().parents[1] / "bench" / "mode_parity.py"
+    spec = importlib.util.spec_from_file_location("mode_parity", path)
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)
+    argv = ["--families", "face2", "--n", "2", "--seeds", "0", "1", "--test-root", str(world / "test"),
+            "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
+            "--light-mvn", str(world / "light_mvn.pth"), "--invert-steps", "2", "--stage-iters", "1,1,2",
+            "--prior-iters", "2", "--jobs", "2", "--out", str(world / "mp"),
+            "--extra", "--f1-d", "2", "--np", "2", "--collect-iters", "1"]
+    out = mp.main(argv)
+    fam = out["families"]["face2"]
+    assert sorted(fam["runs"]) == ["faithful_seed0", "faithful_seed1", "fast_seed0", "fast_seed1"]
+    own = json.loads((world / "mp" / "face2" / "fast_seed1" / "ladder.json").read_text())
+    assert fam["runs"]["fast_seed1"]["side"] == [r["final_side"] for r in own["runs"]]
+    assert "--seed" in own["reconstruct_extra"] and "fast" in own["reconstruct_extra"]
+    assert fam["stats"]["n_images"] == 2 and set(fam["stats"]["side"]["worse_than_start"]) == set(fam["runs"])
+    assert (world / "mp" / "mode_parity.csv").read_text().count("\n") == 1 + 8
+    stamp = (world / "mp" / "face2" / "fast_seed1" / "ladder.json").stat().st_mtime
+    assert mp.main(argv)["families"]["face2"]["runs"] == fam["runs"]
+    assert (world / "mp" / "face2" / "fast_seed1" / "ladder.json").stat().st_mtime == stamp
