@@ -136,8 +136,9 @@ def summarize(args, speed) -> dict:
             out["families"][fam] = {"incomplete": str(e), "runs": runs}
     common = set.intersection(*(set(r) for r, _ in complete.values())) if complete else set()
     if len(complete) > 1:
-        pooled = {k: {m: sum((complete[f][0][k][m] for f in complete), []) for m in ("side", "mad")} for k in common}
-        pstart = {m: sum((complete[f][1][m] for f in complete), []) for m in ("side", "mad")}
+        pooled = {k: {m: [v for f in complete for v in complete[f][0][k][m]] for m in ("side", "mad")}
+                  for k in sorted(common)}
+        pstart = {m: [v for f in complete for v in complete[f][1][m]] for m in ("side", "mad")}
         out["pooled"] = speed.mode_stats(pooled, pstart)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mode_parity.json").write_text(json.dumps(out, indent=1) + "\n")
