@@ -10,7 +10,9 @@ costs the unfinished runs.
 Writes ``OUT/mode_parity.json``: per family and pooled over the families, :func:`speed.mode_stats`
 (each run's mean SIDE / MAD, the per-image fast − faithful difference over the seed means with its
 standard error, the within-mode seed spread, and per run how many images ended worse than their
-prior), and ``OUT/mode_parity.csv`` (one row per family, mode, seed and image). SIDE in ×10⁻².
+prior), and ``OUT/mode_parity.csv`` (one row per family, mode, seed and image). Run folders of other variants,
+``OUT/<family>/<label>_seed<k>`` (e.g. ``fast_nobf16``: ``--modes fast --extra --no-bf16`` into an ``--out``
+of their own, renamed), are compared with the faithful runs the same way (``variants``). SIDE in ×10⁻².
 
     python bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 --jobs 6 \\
         --gan models/synthetic_v2_gan.pt --view-mvn V.pth --light-mvn L.pth --out OUT/parity --device cuda
@@ -105,6 +107,29 @@ def run_all(args) -> None:
         log.warning("%d of %d runs failed (see their stdout.log)", sum(1 for r in rcs if r), len(rcs))
 
 
+def variant_stats(args, family: str, runs: dict, start: dict | None, speed) -> dict:
+    """Other run folders ``<label>_seed<k>`` of a family (e.g. ``fast_nobf16``, made with ``--out`` of
+    their own and renamed), each compared with the faithful runs as ``mode_stats`` compares fast."""
+    faithful = {k: v for k, v in runs.items() if k.startswith("faithful_seed")}
+    labels = {}
+    for d in sorted((args.out / family).glob("*_seed*")):
+        label, _, seed = d.name.rpartition("_seed")
+        if label in ("faithful", "fast") or not (d / "ladder.json").is_file():
+            continue
+        rs = [r for r in json.loads((d / "ladder.json").read_text())["runs"] if r["rung"] == RUNG]
+        if len(rs) == args.n:
+            labels.setdefault(label, {})[f"fast_seed{seed}"] = {"side": [r["final_side"] for r in rs],
+                                                                "mad": [r["final_mad"] for r in rs]}
+    out = {}
+    for label, vruns in labels.items():
+        try:
+            out[label] = {"vs_faithful": speed.mode_stats({**faithful, **vruns}, start),
+                          "runs": {k.replace("fast", label): v for k, v in vruns.items()}}
+        except ValueError as e:
+            out[label] = {"incomplete": str(e)}
+    return out
+
+
 def summarize(args, speed) -> dict:
     rows, per_family = [], {}
     for fam in args.families:
@@ -134,6 +159,9 @@ def summarize(args, speed) -> dict:
             complete[fam] = (runs, start)
         except (ValueError, TypeError) as e:
             out["families"][fam] = {"incomplete": str(e), "runs": runs}
+        variants = variant_stats(args, fam, runs, start, speed)
+        if variants:
+            out["families"][fam]["variants"] = variants
     common = set.intersection(*(set(r) for r, _ in complete.values())) if complete else set()
     if len(complete) > 1:
         pooled = {k: {m: [v for f in complete for v in complete[f][0][k][m]] for m in ("side", "mad")}

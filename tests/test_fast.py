@@ -141,3 +141,32 @@ def test_cli_mode_flag_and_fast_alias():
     assert p.parse_args(base + ["--fast"]).mode == "fast"
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--mode", "quick"])
+
+
+def test_fast_mode_without_bf16_keeps_the_frozen_nets_fp32():
+    """--no-bf16 (diagnostic): the fast mode's frozen GAN equals the fp32 GAN up to the efficient ops'
+    rounding, while the bf16 fast mode differs by bf16 rounding; encoders run without autocast."""
+    from gan2shape.method.stacked import StackedGAN2Shape, fast_view
+
+    model = tiny_model(tiny_config(**CFG))
+    w = model.G.style(torch.randn(2, model.G.style_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        ref, _ = model.G(w, input_is_w=True)
+        full, _ = fast_view(model).G(w, input_is_w=True)
+        plain, _ = fast_view(model, bf16=False).G(w, input_is_w=True)
+    assert float((plain - ref).abs().max()) < 1e-5 < float((full - ref).abs().max())
+    assert fast_view(model, bf16=False).amp is None and fast_view(model).amp == "cpu"
+    stacked = StackedGAN2Shape(model, 2, fast=True, bf16=False)
+    assert stacked.amp is None and stacked.sync_free
+    trainer = Trainer(model, fast=True, bf16=False)
+    assert trainer.group([tiny_target(model)]).model.amp is None
+
+
+def test_cli_no_bf16_needs_the_fast_mode(world):
+    from gan2shape.cli import main
+
+    with pytest.raises(SystemExit, match="--no-bf16 changes the fast mode only"):
+        main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+              "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
+              "--light-mvn", str(world / "light_mvn.pth"), "--out", str(world / "out"), "--prior-iters", "0",
+              "--no-bf16"])

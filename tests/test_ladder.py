@@ -384,3 +384,9 @@ def test_mode_parity_runs_both_modes_and_seeds_at_toy_scale(world):
     stamp = (world / "mp" / "face2" / "fast_seed1" / "ladder.json").stat().st_mtime
     assert mp.main(argv)["families"]["face2"]["runs"] == fam["runs"]
     assert (world / "mp" / "face2" / "fast_seed1" / "ladder.json").stat().st_mtime == stamp
+    import shutil   # a variant's runs (own label) are compared with the faithful runs
+    for s in (0, 1):
+        shutil.copytree(world / "mp" / "face2" / f"fast_seed{s}", world / "mp" / "face2" / f"fast_x_seed{s}")
+    var = mp.main(argv + [])["families"]["face2"]["variants"]["fast_x"]
+    assert var["runs"]["fast_x_seed1"] == fam["runs"]["fast_seed1"]
+    assert var["vs_faithful"]["side"]["fast_minus_faithful"] == fam["stats"]["side"]["fast_minus_faithful"]

@@ -490,3 +490,30 @@ def test_tiled_rasteriser_equals_pytorch3d_native(faithful):
     native = Renderer(S, faithful=faithful, raster="native")
     a, b = tiled.warp_canon_depth(depth, view), native.warp_canon_depth(depth, view)
     assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("S", [64, 128])
+def test_tf32_matmul_does_not_change_the_geometry(S):
+    """With TF32 matmuls on (the fast mode) a render and its depth gradient equal the fp32 ones
+    (before method/exact.py: relative gradient error 0.57 at 64 px, 0.94 at 128 px on an H200)."""
+    torch.manual_seed(0)
+    depth = _bump(S, 0.08) + 0.003 * torch.randn(4, S, S)
+    tex, target = torch.rand(2, 4, 3, S, S) * 2 - 1
+    view = view_to_physical(torch.rand(4, 6) * 2 - 1)
+    r = Renderer(S).cuda()
+    out = {}
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for tf32 in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            d = depth.cuda().requires_grad_(True)
+            img, recon, _ = r.render(tex.cuda(), d, view.cuda())
+            torch.nn.functional.l1_loss(img, target.cuda()).backward()
+            out[tf32] = (img.detach(), recon.detach(), d.grad)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    (a_img, a_rec, a_g), (b_img, b_rec, b_g) = out[False], out[True]
+    assert (a_img - b_img).abs().max() < 1e-5 and (a_rec - b_rec).abs().max() < 1e-5
+    assert (a_g - b_g).norm() / a_g.norm() < 1e-4

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .exact import mm3, no_tf32
 from .raster import rasterize_native, rasterize_tiled
 
 __all__ = [
@@ -69,7 +70,7 @@ def rotation_matrix(rx: Tensor, ry: Tensor, rz: Tensor) -> Tensor:
     Rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).view(-1, 3, 3)
     Ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).view(-1, 3, 3)
     Rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).view(-1, 3, 3)
-    return Rz @ Ry @ Rx
+    return mm3(mm3(Rz, Ry), Rx)
 
 
 def view_to_physical(view: Tensor, rot_range_deg: float = 60.0, xy_range: float = 0.1,
@@ -156,7 +157,7 @@ class Renderer(torch.nn.Module):
 
     def depth_to_3d(self, depth: Tensor) -> Tensor:
         """Lift ``B×S×S`` depth to camera-frame points ``B×S×S×3``: P = z·K⁻¹[c, r, 1]ᵀ."""
-        rays = self._pixel_grid(depth) @ self.inv_K.to(depth).T
+        rays = mm3(self._pixel_grid(depth), self.inv_K.to(depth).T)
         return depth.unsqueeze(-1) * rays
 
     def _center(self, ref: Tensor) -> Tensor:
@@ -168,7 +169,7 @@ class Renderer(torch.nn.Module):
         R = rotation_matrix(view[:, 0], view[:, 1], view[:, 2]).to(points)
         C = self._center(points)
         p = points.reshape(B, -1, 3)
-        out = (p - C) @ R.transpose(1, 2) + C + view[:, None, 3:6].to(points)
+        out = mm3(p - C, R.transpose(1, 2)) + C + view[:, None, 3:6].to(points)
         return out.reshape(points.shape)
 
     def inverse_transform(self, points: Tensor, view: Tensor) -> Tensor:
@@ -177,12 +178,12 @@ class Renderer(torch.nn.Module):
         R = rotation_matrix(view[:, 0], view[:, 1], view[:, 2]).to(points)
         C = self._center(points)
         p = points.reshape(B, -1, 3)
-        out = (p - view[:, None, 3:6].to(points) - C) @ R + C
+        out = mm3(p - view[:, None, 3:6].to(points) - C, R) + C
         return out.reshape(points.shape)
 
     def project(self, points: Tensor) -> Tensor:
         """Camera-frame points ``...×3`` → pixel coordinates (u, v) ``...×2``."""
-        uvw = points @ self.K.to(points).T
+        uvw = mm3(points, self.K.to(points).T)
         return uvw[..., :2] / uvw[..., 2:3]
 
     def project_to_grid(self, points: Tensor) -> Tensor:
@@ -220,12 +221,15 @@ class Renderer(torch.nn.Module):
             # quad diagonal, for an identity view) can be dropped by both faces; nudge the
             # rasteriser's samples off such edges (depth is still evaluated at the exact position)
             K2[:2, 2] += _EDGE_NUDGE
-            if self.raster == "native" or (self.raster == "auto" and dev.type == "cuda"):
-                p2f, _, _ = rasterize_native(v.detach().float(), faces, K2, 2 * S, self.bin_size,
-                                             self.max_faces_per_bin)
-            else:
-                # tiles: on the CPU ~40x faster than pytorch3d's naive rasteriser, same faces
-                p2f, _, _ = rasterize_tiled(v.detach().float(), faces, K2, 2 * S, cull_backfaces=False)
+            # which face covers a sample: pytorch3d's camera transform in full fp32 (exact.py), so that it
+            # agrees with the barycentrics below
+            with no_tf32():
+                if self.raster == "native" or (self.raster == "auto" and dev.type == "cuda"):
+                    p2f, _, _ = rasterize_native(v.detach().float(), faces, K2, 2 * S, self.bin_size,
+                                                 self.max_faces_per_bin)
+                else:
+                    # tiles: on the CPU ~40x faster than pytorch3d's naive rasteriser, same faces
+                    p2f, _, _ = rasterize_tiled(v.detach().float(), faces, K2, 2 * S, cull_backfaces=False)
             p2f = torch.where(p2f >= 0, p2f + (torch.arange(B, device=dev) * faces.shape[0]).view(B, 1, 1), p2f)
         covered = p2f >= 0
         # packed face index → the three vertex positions (packed vertex index b·N + i)

@@ -86,13 +86,15 @@ class StackedNet(nn.Module):
 
 
 class _Autocast(nn.Module):
-    """A frozen net whose ``forward`` and ``features`` run under bf16 autocast with the efficient
-    StyleGAN2 ops (image inputs channels-last on CUDA); outputs float32."""
+    """A frozen net whose ``forward`` and ``features`` run under bf16 autocast (unless ``bf16`` is
+    False: the diagnostic fast mode without bf16) with the efficient StyleGAN2 ops (image inputs
+    channels-last on CUDA); outputs float32."""
 
-    def __init__(self, net: nn.Module, device_type: str):
+    def __init__(self, net: nn.Module, device_type: str, bf16: bool = True):
         super().__init__()
         self.net = [net]  # shared, not a submodule
         self.device_type = device_type
+        self.bf16 = bf16
 
     @staticmethod
     def _float(x):
@@ -109,11 +111,11 @@ class _Autocast(nn.Module):
                      if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
 
     def forward(self, *args, **kwargs):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16), efficient_ops():
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16), efficient_ops():
             return self._float(self.net[0](*self._args(args), **kwargs))
 
     def features(self, *args, **kwargs):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16), efficient_ops():
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16), efficient_ops():
             return self._float(self.net[0].features(*self._args(args), **kwargs))
 
     def __getattr__(self, name):  # the wrapped net's attributes (style_dim, n_latent, ...)
@@ -125,18 +127,19 @@ class _Autocast(nn.Module):
             return getattr(self.__dict__["net"][0], name)
 
 
-def fast_frozen(model: GAN2Shape) -> dict:
+def fast_frozen(model: GAN2Shape, bf16: bool = True) -> dict:
     """``model``'s frozen components wrapped for the fast mode (bf16 autocast, efficient ops)."""
     dev = model.device.type
-    return {key: (None if m is None else _Autocast(m, dev)) for key, m in model._frozen.items()}
+    return {key: (None if m is None else _Autocast(m, dev, bf16)) for key, m in model._frozen.items()}
 
 
-def fast_view(model: GAN2Shape) -> GAN2Shape:
+def fast_view(model: GAN2Shape, bf16: bool = True) -> GAN2Shape:
     """The fast mode of a shared model: a shallow copy sharing its networks, buffers, renderer and
-    frozen nets, with the frozen nets wrapped (:func:`fast_frozen`), bf16 encoders and no host syncs."""
+    frozen nets, with the frozen nets wrapped (:func:`fast_frozen`), bf16 encoders and no host syncs
+    (``bf16=False``: the diagnostic fast mode without bf16, everything else kept)."""
     view = copy.copy(model)  # the module dicts are shared: training the view trains ``model``
-    view._frozen = fast_frozen(model)
-    view.amp = model.device.type
+    view._frozen = fast_frozen(model, bf16)
+    view.amp = model.device.type if bf16 else None
     view.sync_free = True
     return view
 
@@ -146,14 +149,14 @@ class StackedGAN2Shape(GAN2Shape):
     components, the renderer, the latent-offset mapper and the view/light distributions are
     those of ``model`` (shared). Its step forwards take a K-image target (:func:`stack_targets`)."""
 
-    def __init__(self, model: GAN2Shape, k: int, fast: bool = False):
+    def __init__(self, model: GAN2Shape, k: int, fast: bool = False, bf16: bool = True):
         nn.Module.__init__(self)
         self.cfg = model.cfg
         self.k = k
         self.nets = nn.ModuleDict({n: StackedNet(model.nets[n], k) for n in NET_NAMES})
         self.renderer = model.renderer
-        self._frozen = fast_frozen(model) if fast else dict(model._frozen)
-        self.amp = model.device.type if fast else None
+        self._frozen = fast_frozen(model, bf16) if fast else dict(model._frozen)
+        self.amp = model.device.type if fast and bf16 else None
         self.sync_free = fast
         self.mapper = model.mapper
         self.viewlight = model.viewlight

@@ -110,13 +110,14 @@ class Trainer:
     """Runs the instance-specific schedule on a group of images; owns the reset snapshot."""
 
     def __init__(self, model: GAN2Shape, log_every: int = 50, progress: bool = False,
-                 on_log: Callable[[dict], None] | None = None, fast: bool = False):
+                 on_log: Callable[[dict], None] | None = None, fast: bool = False, bf16: bool = True):
         self.model = model
         self.cfg = model.cfg
         self.log_every = log_every
         self.progress = progress
         self.on_log = on_log
         self.fast = fast              # the fast mode (stacked.fast_view): bf16/TF32 kernels, host syncs only when logging
+        self.bf16 = bf16              # False: the fast mode without its bf16 autocast (a diagnostic)
         self.initial_state = model.nets_state()   # the reset snapshot (random init or pretrain)
         # what a checkpoint records of the starting point: the snapshot itself, or (set by a start
         # computed before every call, e.g. the truth fit) a description that does not depend on
@@ -160,9 +161,9 @@ class Trainer:
             gens = ([torch.Generator().manual_seed(c.seed) for _ in targets] if independent
                     else [torch.Generator().manual_seed(c.seed)] * len(targets))
         if independent:
-            model = StackedGAN2Shape(m, len(targets), fast=self.fast)
+            model = StackedGAN2Shape(m, len(targets), fast=self.fast, bf16=self.bf16)
         else:
-            model = fast_view(m) if self.fast else m
+            model = fast_view(m, self.bf16) if self.fast else m
         states = list(states) if states is not None else [TargetState.new(m.device) for _ in targets]
         return Group(model, targets, states, list(gens), independent)
 

@@ -29,8 +29,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if v is not None and len(v) != n:
             raise SystemExit(f"--{opt.replace('_', '-')} needs one value per --image ({n}), got {len(v)}")
     check_args(args, cfg)
+    if args.no_bf16 and args.mode != "fast":
+        raise SystemExit("--no-bf16 changes the fast mode only; give --mode fast")
     model = build_model(args, cfg)
-    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.mode == "fast")
+    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.mode == "fast",
+                      bf16=not args.no_bf16)
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = []
@@ -132,6 +135,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                         "perceptual net and encoders, efficient StyleGAN2 ops, TF32, channels-last, and host "
                         "syncs only every --log-every iterations (docs/speed.md)")
     r.add_argument("--fast", dest="mode", action="store_const", const="fast", help="alias of --mode fast")
+    r.add_argument("--no-bf16", action="store_true",
+                   help="diagnostic, with --mode fast: no bf16 autocast (frozen nets and encoders in fp32), "
+                        "the rest of the fast mode kept")
     add_method_flags(r)
     add_model_flags(r)
     r.set_defaults(func=cmd_reconstruct)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..method.exact import no_tf32
 from ..method.raster import rasterize_native, rasterize_tiled
 from ..method.renderer import compose_texture, rotation_matrix
 from .geometry import build_meshes
@@ -147,6 +148,7 @@ def _render_family(params: list[SceneParams], size: int, device, supersample: in
 
 
 @torch.no_grad()
+@no_tf32()  # exact geometry on CUDA whatever the caller's TF32 settings (method/exact.py)
 def render_batch(params: list[SceneParams], size: int = 64, device="cpu", supersample: int = 4,
                  raster: str = "tiled", chunk: int = 32, warp: Tensor | None = None) -> dict[str, Tensor]:
     """Render scenes (any mix of families) on ``device``.
