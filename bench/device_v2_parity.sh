@@ -7,7 +7,8 @@
 #      each run one batch of 8 independent models, JOBS runs at once on the GPU;
 #   2. as runs finish, the ladder's prior_warmup and prior_pseudo rungs (fast, seed 0, batched) on the
 #      same images and latents.
-# Kept in $KEEP: parity.tgz (runs without checkpoints, mode_parity.json/.csv, ladder JSONs, logs).
+#   0. first, the CUDA renderer/rasteriser tests (TF32 must not change the geometry: method/exact.py).
+# Kept in $KEEP: parity.tgz (runs without checkpoints, mode_parity.json/.csv, ladder JSONs, logs, test output).
 set -uo pipefail
 if [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
 START=$SECONDS
@@ -19,6 +20,8 @@ mkdir -p "$W"
 left() { echo $((END - (SECONDS - START))); }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 MVN=(--view-mvn models/synthetic_v2_view_mvn.pth --light-mvn models/synthetic_v2_light_mvn.pth)
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_renderer.py tests/test_raster.py > "$W/gpu_tests.txt" 2>&1
+echo "GPU tests: $(tail -n 1 "$W/gpu_tests.txt") at $((SECONDS - START)) s"
 
 timeout "$(left)" python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 --jobs "$JOBS" \
     "${MVN[@]}" --out "$W/parity" --device cuda > "$W/parity.log" 2>&1 &
@@ -26,12 +29,13 @@ parity=$!
 # the latents exist once mode_parity's inversions are done: then the two extra rungs per family
 ( while [ ! -f "$W/parity/car2/latents/car2_0_00007.pt" ] && kill -0 $parity 2>/dev/null; do sleep 5; done
   sleep 240   # let the parity runs take the GPU first
-  for fam in face2 car2; do
-    timeout "$(left)" python3 bench/ladder.py --family $fam --n 8 --gan models/synthetic_v2_gan.pt "${MVN[@]}" \
+  for fam in face2 car2; do   # both families at once (one after the other, car2 did not finish in time)
+    ( timeout "$(left)" python3 bench/ladder.py --family $fam --n 8 --gan models/synthetic_v2_gan.pt "${MVN[@]}" \
         --latents "$W/parity/$fam/latents" --rungs prior_warmup prior_pseudo --batch --prior-iters 1000 \
         --out "$W/rungs_$fam" --device cuda --mode fast > "$W/rungs_$fam.log" 2>&1
-    echo "rungs $fam: exit $? at $((SECONDS - START)) s"
-  done ) &
+      echo "rungs $fam: exit $? at $((SECONDS - START)) s" ) &
+  done
+  wait ) &
 rungs=$!
 ( while kill -0 $parity 2>/dev/null; do   # refresh the kept archive every 2 minutes
     sleep 120
