@@ -12,6 +12,8 @@ For the first N held-out images of a world-v2 family, six ``gan2shape reconstruc
 | ``prior_pseudo`` | prior pre-fit | the GAN's | the pseudo samples' views and lights |
 | ``prior_predicted`` | prior pre-fit | the GAN's | V(Q), L(Q) (the method) |
 | ``prior_warmup`` | prior pre-fit | the GAN's | V(Q), L(Q) after the warm-up |
+| ``joint_shared`` | all five nets of a joint pre-train (``--pretrain``) | the GAN's | V(Q), L(Q); ``--group`` images share one model (the original synface protocol) |
+| ``joint_independent`` | the joint pre-train | the GAN's | V(Q), L(Q); one model per image |
 
 Inputs: the test set's image, ground-truth mask (the prior and, for car2, the method's mask), depth
 and scene record; the latents are inverted here (``gan2shape invert`` into W with the masks,
@@ -28,7 +30,8 @@ predicted view), **final** = after the schedule, **drift** = final − start. Wr
 device-call limit can stop the ladder; run it again to continue); ``--summarize-only`` summarises the
 finished runs and lists the others under ``not_run``. ``--batch`` trains a prior rung's images as
 independent models in one batch (``reconstruct --independent``; equal to image-by-image runs up to
-floating-point rounding).
+floating-point rounding); ``joint_independent`` always does. A ``joint_shared`` group logs its
+means, so its images' start is the group's mean (their final values are their own).
 
     python bench/ladder.py --family face2 --n 8 --gan G.pt --view-mvn V.pth --light-mvn L.pth \\
         --out bench_out/ladder --device cuda
@@ -53,7 +56,10 @@ RUNGS = {
     "prior_pseudo": ("prior", "gan", ["--step3-viewlight", "pseudo"]),
     "prior_predicted": ("prior", "gan", []),
     "prior_warmup": ("prior", "gan", ["--vl-warmup", "{warmup}"]),
+    "joint_shared": ("joint", "gan", []),
+    "joint_independent": ("joint", "gan", []),
 }
+DEFAULT_RUNGS = [r for r, (start, _, _) in RUNGS.items() if start != "joint"]
 PRESETS = {"face2": "synface", "car2": "car"}   # the families' recipes (docs/world.md)
 # Pass criterion: rung (a) holds the depth within +0.3 SIDE ×10⁻² of its start after 100 step-3 iterations.
 CRITERION = {"rung": "truth_pseudo", "max_drift_side_x100": 0.3, "step3_iterations": 100}
@@ -72,12 +78,15 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--latents", type=Path, help="folder with <name>.pt W latents (default: invert here)")
     p.add_argument("--invert-steps", type=int, default=1000)
-    p.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=list(RUNGS))
+    p.add_argument("--rungs", nargs="+", choices=list(RUNGS), default=DEFAULT_RUNGS,
+                   help="default: the truth and prior rungs (the joint ones need --pretrain)")
     p.add_argument("--preset", help="method preset (default: the family's recipe)")
     p.add_argument("--stage-iters", default="100,100,100", help="N1,N2,N3 of the one stage")
     p.add_argument("--prior-iters", type=int, help="prior pre-fit / truth fit iterations (default: preset)")
     p.add_argument("--vl-warmup", type=int, default=100, help="V/L warm-up of the *_warmup rungs")
     p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
+    p.add_argument("--pretrain", type=Path, help="joint_* rungs: the joint pre-train (all five nets)")
+    p.add_argument("--group", type=int, default=4, help="joint_shared: images per shared model (original: 4)")
     p.add_argument("--summarize-only", action="store_true",
                    help="run nothing: summarise the runs of --out that finished (e.g. after a device call's limit)")
     p.add_argument("--batch", action="store_true",
@@ -130,9 +139,10 @@ def latents(args: argparse.Namespace, images: list[dict]) -> dict[str, Path]:
 
 
 def reconstruct_argv(args: argparse.Namespace, rung: str, images: list[dict], latents: list[Path],
-                     extra: list[str]) -> list[str]:
+                     extra: list[str], shared: bool = False) -> list[str]:
     """One ``reconstruct`` of ``rung``: one image into runs/<rung>/<name>, or several as independent
-    models in one batch (``--independent``: each into runs/<rung>/<name> as well)."""
+    models in one batch (``--independent``), or with ``shared`` as one model for the group; either
+    way each image into runs/<rung>/<name>."""
     start, projection, flags = RUNGS[rung]
     if len(images) > 1 and start == "truth":
         raise SystemExit(f"{rung}: the truth start fits one model to one image; run its images one by one")
@@ -144,18 +154,23 @@ def reconstruct_argv(args: argparse.Namespace, rung: str, images: list[dict], la
 
     batch = len(images) > 1
     run = args.out / "runs" / rung / ("" if batch else images[0]["name"])
-    ckpt = f"batch_{images[0]['name']}_{len(images)}.ckpt" if batch else f"{images[0]['name']}.ckpt"
+    ckpt = (f"{'group' if shared else 'batch'}_{images[0]['name']}_{len(images)}.ckpt" if batch
+            else f"{images[0]['name']}.ckpt")
     argv = ["reconstruct", "--preset", args.preset or PRESETS[args.family], "--image-size", str(images[0]["size"]),
             "--crop", "0", "--image", *each("image"), "--latent", *map(str, latents), "--name", *each("name"),
             "--mask", *each("mask"), "--gt-depth", *each("depth"), "--gt-encoding", "synthetic",
-            "--scene", *each("scene"), "--out", str(run), *(["--independent"] if batch else []),
+            "--scene", *each("scene"), "--out", str(run), *(["--independent"] if batch and not shared else []),
             "--checkpoint", str(args.out / "checkpoints" / rung / ckpt),
             "--gan", str(args.gan), "--view-mvn", str(args.view_mvn), "--light-mvn", str(args.light_mvn),
             "--device", args.device, "--num-stages", "1", "--stage-iters", args.stage_iters,
             "--projection", projection]
     if args.prior_iters is not None:
         argv += ["--prior-iters", str(args.prior_iters)]
-    argv += ["--init-truth"] if start == "truth" else ["--prior-name", args.prior_name, "--category", "synthetic"]
+    if start == "truth":
+        argv += ["--init-truth"]
+    else:  # a joint start loads netD, so the prior is not pre-fitted (it is still recorded)
+        argv += ["--prior-name", args.prior_name, "--category", "synthetic"]
+        argv += ["--pretrain", str(args.pretrain)] if start == "joint" else []
     return argv + [f.format(warmup=args.vl_warmup) for f in flags] + extra
 
 
@@ -206,6 +221,11 @@ def criterion(summary: dict, n3: int) -> dict:
 def main(argv=None) -> dict:
     args, extra = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    joint = [r for r in args.rungs if RUNGS[r][0] == "joint"]
+    if joint and not args.summarize_only and (args.pretrain is None or not args.pretrain.is_file()):
+        raise SystemExit(f"rungs {joint} need --pretrain (a joint pre-train file), got {args.pretrain}")
+    if args.group < 1:
+        raise SystemExit(f"--group must be >= 1, got {args.group}")
     images = test_images(args.test_root, args.family, args.n)
     lat = None if args.summarize_only else latents(args, images)
     rows, missing = [], []
@@ -213,7 +233,14 @@ def main(argv=None) -> dict:
         todo = [im for im in images if not (args.out / "runs" / rung / im["name"] / "metrics.json").is_file()]
         if args.summarize_only:
             missing += [f"{rung}/{im['name']}" for im in todo]
-        elif args.batch and RUNGS[rung][0] == "prior" and len(todo) > 1:
+        elif rung == "joint_shared":  # groups of the first N images, as they come (a group reruns whole)
+            for i in range(0, len(images), args.group):
+                grp = images[i:i + args.group]
+                if any(im in todo for im in grp):
+                    log.info("ladder: %s, %d images sharing one model", rung, len(grp))
+                    _cli(args, reconstruct_argv(args, rung, grp, [lat[im["name"]] for im in grp], extra,
+                                                shared=len(grp) > 1))
+        elif (args.batch and RUNGS[rung][0] == "prior" or rung == "joint_independent") and len(todo) > 1:
             log.info("ladder: %s, %d images in one batch", rung, len(todo))
             _cli(args, reconstruct_argv(args, rung, todo, [lat[im["name"]] for im in todo], extra))
         else:

@@ -157,21 +157,27 @@ def test_joint_pretrain_stops_after_seconds_and_the_same_command_resumes(world, 
     assert main(base + ["--out", str(world / "ref.pth")]) == 0
     out, ck = world / "pre.pth", world / "pre.ckpt"
     cmd = base + ["--out", str(out), "--checkpoint", str(ck)]
+    part = world / "part.pth"
     with caplog.at_level("WARNING", logger="gan2shape"):
-        assert main(cmd + ["--stop-after-seconds", "0"]) == 3
+        assert main(cmd + ["--stop-after-seconds", "0", "--partial-out", str(part)]) == 3
     assert "re-run the same command to continue" in caplog.text
     assert ck.exists() and not out.exists() and not list(world.glob(".pre*"))
     assert torch.load(ck, weights_only=True)["iteration"] == 1
+    short = torch.load(part, weights_only=True)   # --partial-out: the nets at the stop
+    assert short["complete"] is False and short["iteration"] == 1 and set(short) >= {"netD", "netV", "netL"}
     assert main(cmd) == 0 and out.exists() and not ck.exists()
     a, b = torch.load(out, weights_only=True), torch.load(world / "ref.pth", weights_only=True)
-    assert a["config"]["joint_streams"] == 2 and a["iteration"] == b["iteration"] == 9
+    assert a["config"]["joint_streams"] == 2 and a["iteration"] == b["iteration"] == 9 and a["complete"] is True
+    assert not all(torch.equal(a["netD"][k], short["netD"][k]) for k in a["netD"])
     assert all(torch.equal(a[n][k], b[n][k]) for n in ("netD", "netA", "netV", "netL", "netEnc") for k in a[n])
 
 
 @pytest.mark.parametrize("flags,match", [(["--streams", "0"], None), (["--stop-after-seconds", "-1"], None),
                                          (["--checkpoint-every", "0"], None),
-                                         (["--stop-after-seconds", "5"], "needs --checkpoint")])
+                                         (["--stop-after-seconds", "5"], "needs --checkpoint"),
+                                         (["--partial-out", "@out"], "is also --out")])
 def test_joint_pretrain_flags_are_checked_before_any_work(world, flags, match, capsys):
+    flags = [str(world / "p.pth") if f == "@out" else f for f in flags]
     args = ["pretrain", "--list", str(_pretrain_list(world)), "--out", str(world / "p.pth"), *_common(world), *flags]
     with pytest.raises(SystemExit, match=match):
         main(args)

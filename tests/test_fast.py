@@ -141,6 +141,33 @@ def test_cli_mode_flag_and_fast_alias():
     assert p.parse_args(base + ["--fast"]).mode == "fast"
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--mode", "quick"])
+    from gan2shape.stages.pretrain import add_cli as add_pretrain
+
+    add_pretrain(p._subparsers._group_actions[0])   # the joint pre-train has the same flag
+    pre = ["pretrain", "--list", "l.txt", "--out", "o.pth", "--gan", "g.pt", "--view-mvn", "v", "--light-mvn", "l"]
+    assert p.parse_args(pre).mode == "faithful" and p.parse_args(pre + ["--mode", "fast"]).mode == "fast"
+
+
+def test_a_checkpoint_resumes_only_in_the_mode_it_was_made_in(world, caplog):
+    """A run stopped in the fast mode starts afresh when resumed in the faithful mode (the checkpoint
+    records the mode), and resumes when the mode is the same."""
+    from gan2shape.cli import main
+
+    ck = world / "r.ckpt"
+    base = ["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+            "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
+            "--light-mvn", str(world / "light_mvn.pth"), "--perceptual", "discriminator", "--image-size", "32",
+            "--num-stages", "1", "--stage-iters", "2,2,2", "--np", "2", "--collect-iters", "2", "--prior-iters", "2",
+            "--device", "cpu", "--out", str(world / "out"), "--checkpoint", str(ck), "--mask", str(world / "mask0.png"),
+            "--prior-name", "ellipsoid"]
+    assert main(base + ["--mode", "fast", "--stop-after", "3"]) == 3 and ck.exists()
+    with caplog.at_level("WARNING", logger="gan2shape"):
+        assert main(base + ["--stop-after", "4"]) == 3
+    assert "made by another run (different mode)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="gan2shape"):
+        assert main(base) == 0
+    assert "resuming at iteration 4" in caplog.text and "starting afresh" not in caplog.text
 
 
 def test_fast_mode_without_bf16_keeps_the_frozen_nets_fp32():

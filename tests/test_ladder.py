@@ -275,7 +275,7 @@ def test_ladder_runs_every_rung_at_toy_scale(world):
             "--f1-d", "2", "--np", "2", "--collect-iters", "1"]   # passed to reconstruct (tiny GAN, toy scale)
     lad = _ladder()
     result = lad.main(argv)
-    assert list(result["rungs"]) == list(lad.RUNGS) and all(s["n"] == 2 for s in result["rungs"].values())
+    assert list(result["rungs"]) == lad.DEFAULT_RUNGS and all(s["n"] == 2 for s in result["rungs"].values())
     iters = {r["rung"]: r["iterations"] for r in result["runs"]}
     assert iters == {"truth_pseudo": 4, "truth_predicted": 4, "truth_warmup": 5,   # no pre-fit, +1 warm-up
                      "prior_pseudo": 6, "prior_predicted": 6, "prior_warmup": 7}
@@ -351,6 +351,46 @@ def test_ladder_batch_equals_image_by_image(world):
     ims = lad.test_images(world / "test", "face2", 2)
     with pytest.raises(SystemExit, match="one by one"):
         lad.reconstruct_argv(args, "truth_pseudo", ims, [world / "a.pt", world / "b.pt"], [])
+
+
+def test_ladder_joint_rungs_start_from_a_joint_pretrain(world):
+    """joint_shared / joint_independent load all five nets of a `gan2shape pretrain` file (no pre-fit:
+    1 + 1 + 2 iterations), write each image's run; a shared group logs one start for its images, the
+    independent models their own; without --pretrain the rungs are refused before any work."""
+    import argparse
+
+    from gan2shape.cli import main
+    from gan2shape.world.dataset import save_test_set
+
+    save_test_set(world / "test", "face2", 2, 0, size=S)
+    base = ["--family", "face2", "--n", "2", "--test-root", str(world / "test"), "--gan", str(world / "gan.pt"),
+            "--view-mvn", str(world / "view_mvn.pth"), "--light-mvn", str(world / "light_mvn.pth"),
+            "--stage-iters", "1,1,2", "--device", "cpu", "--f1-d", "2", "--np", "2", "--collect-iters", "1"]
+    lad = _ladder()
+    with pytest.raises(SystemExit, match="need --pretrain"):
+        lad.main(base + ["--out", str(world / "x"), "--rungs", "joint_shared"])
+    images = lad.test_images(world / "test", "face2", 2)
+    lat = lad.latents(argparse.Namespace(latents=None, out=world / "lad", gan=world / "gan.pt", invert_steps=2,
+                                         device="cpu", threads=None), images)
+    (world / "train.txt").write_text("".join(f"{im['image']} {lat[im['name']]}\n" for im in images))
+    assert main(["prior", "--name", "ellipsoid", "--mask", str(images[0]["mask"]), "--image-size", str(S),
+                 "--out", str(world / "prior0.npy")]) == 0
+    pre = world / "pre.pth"
+    assert main(["pretrain", "--list", str(world / "train.txt"), "--first-prior", str(world / "prior0.npy"),
+                 "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
+                 "--light-mvn", str(world / "light_mvn.pth"), "--image-size", str(S), "--crop", "0",
+                 "--num-stages", "1", "--stage-iters", "1,1,1", "--np", "2", "--collect-iters", "4",
+                 "--prior-iters", "2", "--f1-d", "2", "--device", "cpu", "--out", str(pre)]) == 0
+    result = lad.main(base + ["--out", str(world / "lad"), "--rungs", "joint_shared", "joint_independent",
+                              "--pretrain", str(pre), "--group", "2"])
+    runs = {(r["rung"], r["image"]): r for r in result["runs"]}
+    assert len(runs) == 4 and all(r["iterations"] == 4 for r in runs.values())
+    a, b = (runs[("joint_shared", im["name"])] for im in images)
+    assert a["start_side"] == b["start_side"]                      # the group's mean
+    c, d = (runs[("joint_independent", im["name"])] for im in images)
+    assert c["start_side"] != d["start_side"]
+    cfg = (world / "lad" / "runs" / "joint_shared" / images[0]["name"] / "config.json").read_text()
+    assert str(pre) in cfg and '"independent": false' in cfg
 
 
 @pytest.mark.slow

@@ -201,7 +201,8 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
     whole = trainer.group(targets, gens=[gens[0]] * len(targets))
     check_collect_iters(c.collect_iters, len(whole))
     streams = Streams(whole, gens, prefit=not trainer.pretrained_depth and c.prior_iters > 0)
-    ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "pretrained_depth": trainer.pretrained_depth,
+    ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "joint": True, "mode": trainer.kernels,
+                                   "pretrained_depth": trainer.pretrained_depth,
                                    "inputs": fingerprint(whole.targets, trainer.model.nets_state())})
     run = trainer.run_phases(phases_of(c.schedule, vl_warmup=c.vl_warmup), streams, ckpt,
                              checkpoint_every=checkpoint_every, stop_after=stop_after,

@@ -138,6 +138,11 @@ class Trainer:
         self.pretrained_depth = "netD" in loaded
         return loaded
 
+    @property
+    def kernels(self) -> str:
+        """The mode a checkpoint records, so that a run resumes only in the mode it started in."""
+        return ("fast" if self.bf16 else "fast_nobf16") if self.fast else "faithful"
+
     def reset(self) -> None:
         self.model.load_nets_state(self.initial_state)
 
@@ -327,7 +332,7 @@ class Trainer:
                 raise ValueError(f"{', '.join(missing)}: no pretrained depth net and no prior to pre-fit it to")
         group = self.group(targets, independent)
         phases = phases_of(c.schedule, c.prior_iters if need_prior else 0, c.vl_warmup)
-        ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "independent": independent,
+        ckpt = Checkpoint(checkpoint, {"config": c.to_dict(), "independent": independent, "mode": self.kernels,
                                        "pretrained_depth": self.pretrained_depth,
                                        "inputs": fingerprint(group.targets, self.start_identity or self.initial_state)})
         run = self.run_phases(phases, SameGroup(self, group), ckpt, n_logs=len(group) if independent else 1,

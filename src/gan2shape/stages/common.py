@@ -208,6 +208,15 @@ def method_config(args: argparse.Namespace):
     return cfg
 
 
+def add_mode_flags(p: argparse.ArgumentParser) -> None:
+    """``--mode faithful|fast`` (and its alias ``--fast``): the training loop's kernels (docs/speed.md)."""
+    p.add_argument("--mode", choices=["faithful", "fast"], default="faithful",
+                   help="faithful: exact fp32 (default); fast: the same loop with bf16 autocast of the frozen GAN, "
+                        "perceptual net and encoders, efficient StyleGAN2 ops, TF32 (never in the geometry), "
+                        "channels-last, and host syncs only every --log-every iterations (docs/speed.md)")
+    p.add_argument("--fast", dest="mode", action="store_const", const="fast", help="alias of --mode fast")
+
+
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--gan", required=True, type=Path, help="StyleGAN2 checkpoint (official rosinality format)")

@@ -10,7 +10,9 @@ subset (e.g. without netD, so that each instance run pre-fits its depth net to i
 
 The run is resumable: with ``--checkpoint`` an interrupted call (killed, or stopped by
 ``--stop-after-seconds``, exit status 3) continues where it stopped when the same command is run
-again, and ends with the same weights as an uninterrupted run. ``--out`` is written only at the end.
+again, and ends with the same weights as an uninterrupted run. ``--out`` is written only at the end;
+``--partial-out`` also writes, when a call stops early, the networks as they are at the stop (a
+shortened pre-train: the file records the iterations run and ``complete: false``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise SystemExit(f"--nets: unknown {bad} (choose from {', '.join(NET_NAMES)})")
     if args.checkpoint is None and args.stop_after_seconds is not None:
         raise SystemExit("--stop-after-seconds needs --checkpoint (the file the next call resumes from)")
+    if args.partial_out is not None and args.partial_out.resolve() == args.out.resolve():
+        raise SystemExit(f"--partial-out {args.partial_out}: is also --out (a finished run's file)")
     if args.checkpoint is not None and args.checkpoint.resolve() in (args.out.resolve(),
                                                                      args.log.resolve() if args.log else None):
         raise SystemExit(f"--checkpoint {args.checkpoint}: is also --out or --log")
@@ -79,7 +83,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         for f in (img, lat, prior):
             check_input(f, f"{args.list}:")
     check_model_args(args)
-    for path, flag in ((args.out, "--out"), (args.log, "--log"), (args.checkpoint, "--checkpoint")):
+    for path, flag in ((args.out, "--out"), (args.log, "--log"), (args.checkpoint, "--checkpoint"),
+                       (args.partial_out, "--partial-out")):
         check_output_file(path, flag)
     if cfg.step3_pool == "original":
         try:
@@ -87,7 +92,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise SystemExit(f"--collect-iters (or --preset {args.preset}): {e}")
     model = build_model(args, cfg)
-    trainer = Trainer(model, log_every=args.log_every, progress=args.progress)
+    trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.mode == "fast")
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = [load_target(img.stem, img, lat, cfg, model.G.style_dim, prior=prior, n_latent=model.G.n_latent)
@@ -98,10 +103,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     result = fit_joint(trainer, targets, checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                        stop_after=args.stop_after, stop_after_seconds=seconds)
     if result.interrupted:
+        if args.partial_out is not None:
+            atomic_torch_save({**pretrain_file(model, result, nets, args.half), "complete": False}, args.partial_out)
+            if args.log is not None:
+                save_json(result.log, args.log)
+            log.warning("the networks after %d iterations -> %s (a shortened pre-train)", result.iterations,
+                        args.partial_out)
         log.warning("stopped after %d iterations (%.0f s in all); checkpoint %s: re-run the same command to continue",
                     result.iterations, result.seconds, args.checkpoint)
         return 3
-    atomic_torch_save(pretrain_file(model, result, nets, args.half), args.out)
+    atomic_torch_save({**pretrain_file(model, result, nets, args.half), "complete": True}, args.out)
     save_json(resolved_config(args, cfg), args.out.with_name(args.out.stem + ".config.json"))
     if args.log is not None:
         save_json(result.log, args.log)
@@ -116,6 +127,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     from .common import (
         add_checkpoint_flags,
         add_method_flags,
+        add_mode_flags,
         add_model_flags,
         nonneg_float,
         positive_int,
@@ -132,6 +144,9 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nets", default=",".join(NET_NAMES), help="networks to write (comma-separated)")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
     p.add_argument("--out", required=True, type=Path, help="pretrain file (official keys netD, netA, ...)")
+    p.add_argument("--partial-out", type=Path,
+                   help="when a call stops early (--stop-after-seconds, --stop-after): also write the networks as "
+                        "they are then, a shortened pre-train (the run still resumes from --checkpoint)")
     p.add_argument("--log", type=Path, help="training log (JSON)")
     p.add_argument("--log-every", type=positive_int, default=100)
     p.add_argument("--progress", action="store_true")
@@ -139,6 +154,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stop-after-seconds", type=nonneg_float, metavar="S",
                    help="stop at the first iteration after this many seconds of this call, write --checkpoint and "
                         "exit with status 3 (re-run the same command to continue)")
+    add_mode_flags(p)
     add_method_flags(p)
     add_model_flags(p)
     p.set_defaults(func=cmd_pretrain)

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 
-from .common import (add_checkpoint_flags, add_method_flags, add_model_flags, build_model, check_input, check_model_args,
-                     check_output_dir, check_output_file, load_scene, load_target, method_config, positive_int,
-                     resolved_config, write_result)
+from .common import (add_checkpoint_flags, add_method_flags, add_mode_flags, add_model_flags, build_model,
+                     check_input, check_model_args, check_output_dir, check_output_file, load_scene, load_target,
+                     method_config, positive_int, resolved_config, write_result)
 
 log = logging.getLogger("gan2shape")
 
@@ -130,11 +130,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--independent", action="store_true",
                    help="several --image: train one independent model per image, all in one batch (as separate "
                         "runs would, outputs in --out/<name>/); default: one model shared by the group")
-    r.add_argument("--mode", choices=["faithful", "fast"], default="faithful",
-                   help="faithful: exact fp32 (default); fast: the same loop with bf16 autocast of the frozen GAN, "
-                        "perceptual net and encoders, efficient StyleGAN2 ops, TF32, channels-last, and host "
-                        "syncs only every --log-every iterations (docs/speed.md)")
-    r.add_argument("--fast", dest="mode", action="store_const", const="fast", help="alias of --mode fast")
+    add_mode_flags(r)
     r.add_argument("--no-bf16", action="store_true",
                    help="diagnostic, with --mode fast: no bf16 autocast (frozen nets and encoders in fp32), "
                         "the rest of the fast mode kept")
