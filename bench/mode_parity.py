@@ -192,7 +192,9 @@ def main(argv=None) -> dict:
         for metric in ("side", "mad"):
             s = st[metric]
             print(f"{fam:>7} {metric}: faithful {s['mode_means']['faithful']:.2f} fast {s['mode_means']['fast']:.2f} "
-                  f"(fast − faithful {s['fast_minus_faithful']:+.2f} ± {s['standard_error']:.2f}; seed sd per image "
+                  f"(fast − faithful {s['fast_minus_faithful']:+.2f} ± {s['standard_error']:.2f} per image, "
+                  f"{s['run_level']['fast_minus_faithful']:+.2f} ± {s['run_level']['standard_error']:.2f} per run; "
+                  f"{len(s['run_means'])} runs; seed sd per image "
                   f"{s['per_image_seed_sd']['faithful']:.2f} / {s['per_image_seed_sd']['fast']:.2f}); worse than start "
                   f"{s.get('worse_than_start')}")
     return out

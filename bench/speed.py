@@ -475,8 +475,12 @@ def mode_stats(runs: dict, start: dict | None = None) -> dict:
     image]}}``, the same images in the same order). Per metric: each run's mean; per image the mean
     over a mode's seeds, their difference fast − faithful (d_i), its mean and standard error over
     the images (a paired test whose noise includes the seeds'), and whether |mean d| ≤ 2 SE; the
-    mean within-mode seed standard deviation per image. With ``start`` (``{metric: [per image]}``,
-    the depth before step 3): per run, how many images ended worse than they started."""
+    mean within-mode seed standard deviation per image; and the same question with the run as the
+    unit (``run_level``: Welch's difference of the modes' mean run means, its standard error from the
+    run means' spread). The images of a batched run draw from generators with one seed, so their
+    errors are correlated within a run and the per-image test's SE can be too small; the run-level
+    test is the conservative one. With ``start`` (``{metric: [per image]}``, the depth before step
+    3): per run, how many images ended worse than they started."""
     modes = {m: [k for k in runs if k.startswith(m + "_seed")] for m in ("faithful", "fast")}
     if any(len(v) < 2 for v in modes.values()):
         raise ValueError(f"mode_stats needs >= 2 seeds per mode, got {modes}")
@@ -488,13 +492,19 @@ def mode_stats(runs: dict, start: dict | None = None) -> dict:
         se = statistics.stdev(d) / math.sqrt(n) if n > 1 else None
         seed_sd = {m: statistics.fmean(statistics.stdev(runs[k][metric][i] for k in ks) for i in range(n))
                    for m, ks in modes.items()}
+        run_means = {k: statistics.fmean(r[metric]) for k, r in runs.items()}
+        by_mode = {m: [run_means[k] for k in ks] for m, ks in modes.items()}
+        run_diff = statistics.fmean(by_mode["fast"]) - statistics.fmean(by_mode["faithful"])
+        run_se = math.sqrt(sum(statistics.variance(v) / len(v) for v in by_mode.values()))
         out[metric] = {
-            "run_means": {k: statistics.fmean(r[metric]) for k, r in runs.items()},
+            "run_means": run_means,
             "mode_means": {m: statistics.fmean(v) for m, v in per_mode.items()},
             "fast_minus_faithful": statistics.fmean(d),
             "standard_error": se,
             "modes_within_noise": abs(statistics.fmean(d)) <= 2 * se if se is not None else None,
             "per_image_seed_sd": seed_sd,
+            "run_level": {"fast_minus_faithful": run_diff, "standard_error": run_se,
+                          "within_noise": abs(run_diff) <= 2 * run_se},
         }
         if start is not None:
             out[metric]["worse_than_start"] = {k: sum(f > s0 for f, s0 in zip(r[metric], start[metric]))

@@ -102,7 +102,11 @@ def test_mode_stats_on_known_runs():
     assert s["modes_within_noise"] is True
     assert s["per_image_seed_sd"]["faithful"] == pytest.approx((2 ** 0.5 + 0 + 2 ** 0.5) / 3)
     assert s["worse_than_start"] == {"faithful_seed0": 1, "faithful_seed1": 1, "fast_seed0": 2, "fast_seed1": 3}
+    # the run as the unit: run means faithful 2, 2; fast 7/3, 3 → difference 2/3, SE sqrt(0 + (2/9) / 2) = 1/3
+    r = s["run_level"]   # (exactly on the 2-SE boundary, so its verdict is left to rounding)
+    assert r["fast_minus_faithful"] == pytest.approx(2 / 3) and r["standard_error"] == pytest.approx(1 / 3)
     m = st["mad"]   # fast is exactly 1 worse on every image: SE 0, outside the noise
     assert m["fast_minus_faithful"] == pytest.approx(1.0) and m["modes_within_noise"] is False
+    assert m["run_level"]["standard_error"] == 0 and m["run_level"]["within_noise"] is False
     with pytest.raises(ValueError, match=">= 2 seeds"):
         speed.mode_stats({k: v for k, v in runs.items() if k != "fast_seed1"})
