@@ -182,7 +182,8 @@ def test_checkpoint_holds_what_resume_needs_and_not_the_frozen_gan(tmp_path):
         ck = torch.load(tmp_path / f"ck{stop}.pth", weights_only=True)
         assert set(ck) == {"identity", "cursor", "iteration", "names", "model", "optimizers", "persistent",
                            "targets", "rng", "torch_rng", "log", "elapsed"}
-        assert set(ck["identity"]) == {"config", "independent", "pretrained_depth", "inputs"}
+        assert set(ck["identity"]) == {"config", "independent", "mode", "pretrained_depth", "inputs"}
+        assert ck["identity"]["mode"] == "faithful"
         nets = {k.split(".")[1] for k in ck["model"] if k.startswith("nets.")}
         assert nets == {"netD", "netA", "netV", "netL", "netEnc"}
         assert not any(k.startswith(("_frozen", "G.", "Dgan.")) for k in ck["model"])
