@@ -2,10 +2,10 @@
 # One background job on one H200 (bench/background.sh: `start bench/device_v2_joint.sh`, then `collect`
 # in the next call). Everything ends END seconds (default 1100) after the start. At once:
 #   0. the CUDA renderer/rasteriser tests (TF32 must not change the geometry: method/exact.py);
-#   1. the parity rerun after the TF32 fix: bench/mode_parity.py, fast mode × seeds 0 1 2, the first 8
-#      held-out images of face2 and car2. The faithful runs and the latents are the committed ones
-#      (results/synthetic_v2/mode_parity: a finished run is not run again); the pre-fix fast runs are
-#      kept as the variant fast_tf32;
+#   1. the parity runs: bench/mode_parity.py, both modes × seeds 0 1 2, the first 8 held-out images of
+#      face2 and car2, starting from the committed runs and latents (results/synthetic_v2/mode_parity: a
+#      finished run is not run again). On 2026-12-01 this job ran the fast runs again after the TF32 fix,
+#      the pre-fix ones renamed to the variant fast_tf32; with everything committed it now runs nothing;
 #   2. face2_0_00000 faithful with --log-every 1 (prior_predicted, seed 0): the GPU's first step-3
 #      iterations, for the CPU-vs-GPU question of docs/RESULTS.md;
 #   3. the synface joint pre-train (gan2shape pretrain, preset synface_pretrain, fast mode, 1 stream) on
@@ -13,6 +13,8 @@
 #      ladder's joint_shared (4 images per model, the original protocol) and joint_independent rungs on
 #      the 8 face2 images (fast mode); once the parity is done, prior_predicted with the same 500/500/200
 #      synface stage (fast) for comparison.
+# PARITY=0 skips parts 1 and 2 and the prior_500 comparison (the latents still come from the committed
+# parity folder): the pre-train then has the GPU to itself.
 # Kept in $KEEP: joint.tgz (runs without checkpoints, JSON/CSV, logs, test output, the pre-train's log and hash).
 set -uo pipefail
 if [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
@@ -40,17 +42,17 @@ stamp "GPU tests: $(tail -n 1 "$W/gpu_tests.txt")"
 # 1. parity: fast only (the committed faithful runs are finished runs)
 mkdir -p "$W/parity"
 cp -r results/synthetic_v2/mode_parity/face2 results/synthetic_v2/mode_parity/car2 "$W/parity/"
-for fam in face2 car2; do for s in 0 1 2; do
-  mv "$W/parity/$fam/fast_seed$s" "$W/parity/$fam/fast_tf32_seed$s"
-done; done
-timeout "$(left)" python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 --jobs 6 \
-    "${MVN[@]}" --out "$W/parity" --device cuda > "$W/parity.log" 2>&1 &
-parity=$!
-
-# 2. the first step-3 iterations on the GPU, faithful
-timeout "$(left)" python3 bench/ladder.py --family face2 --n 1 --gan $GAN "${MVN[@]}" \
-    --latents "$W/parity/face2/latents" --rungs prior_predicted --prior-iters 1000 --out "$W/first_step" \
-    --device cuda --log-every 1 > "$W/first_step.log" 2>&1 &
+if [ "${PARITY:-1}" = 1 ]; then
+  timeout "$(left)" python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 --jobs 6 \
+      "${MVN[@]}" --out "$W/parity" --device cuda > "$W/parity.log" 2>&1 &
+  parity=$!
+  # 2. the first step-3 iterations on the GPU, faithful
+  timeout "$(left)" python3 bench/ladder.py --family face2 --n 1 --gan $GAN "${MVN[@]}" \
+      --latents "$W/parity/face2/latents" --rungs prior_predicted --prior-iters 1000 --out "$W/first_step" \
+      --device cuda --log-every 1 > "$W/first_step.log" 2>&1 &
+else
+  sleep 1 & parity=$!
+fi
 
 # 3. the joint pre-train, then the joint rungs
 (
@@ -87,11 +89,11 @@ joint=$!
 wait $parity
 stamp "parity exit $?"
 # the same 500/500/200 synface stage from the ellipsoid prior (what the joint start is compared with)
-timeout "$(left)" python3 bench/ladder.py --family face2 --n 8 --gan $GAN "${MVN[@]}" --latents "$W/parity/face2/latents" \
+[ "${PARITY:-1}" = 1 ] && timeout "$(left)" python3 bench/ladder.py --family face2 --n 8 --gan $GAN "${MVN[@]}" --latents "$W/parity/face2/latents" \
     --stage-iters 500,500,200 --device cuda --mode fast --rungs prior_predicted --batch --prior-iters 1000 \
     --out "$W/prior_500" > "$W/prior_500.log" 2>&1 &
-python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 "${MVN[@]}" --out "$W/parity" \
-    --summarize-only >> "$W/parity.log" 2>&1
+[ "${PARITY:-1}" = 1 ] && python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 "${MVN[@]}" \
+    --out "$W/parity" --summarize-only >> "$W/parity.log" 2>&1
 wait $joint
 stamp "joint exit $?"
 wait
