@@ -8,7 +8,7 @@
 #      the pre-fix ones renamed to the variant fast_tf32; with everything committed it now runs nothing;
 #   2. face2_0_00000 faithful with --log-every 1 (prior_predicted, seed 0): the GPU's first step-3
 #      iterations, for the CPU-vs-GPU question of docs/RESULTS.md;
-#   3. the synface joint pre-train (gan2shape pretrain, preset synface_pretrain, fast mode, 1 stream) on
+#   3. the synface joint pre-train (gan2shape pretrain, preset synface_pretrain, fast mode, STREAMS streams) on
 #      200 GAN samples, stopped PRE_MARGIN (default 320) s before the end if unfinished, then the
 #      ladder's joint_shared (4 images per model, the original protocol) and joint_independent rungs on
 #      the 8 face2 images (fast mode); once the parity is done, prior_predicted with the same 500/500/200
@@ -21,6 +21,7 @@ if [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
 START=$SECONDS
 END=${END:-1100}
 PRE_MARGIN=${PRE_MARGIN:-320}
+STREAMS=${STREAMS:-1}     # the pre-train's streams (the original: 8, about 8x the time per iteration)
 KEEP=${KEEP:?set KEEP (bench/background.sh does)}
 W=/tmp/v2joint
 P=$W/pretrain
@@ -64,7 +65,7 @@ fi
       --out "$P/prior0.npy"
   # the whole synface_pretrain schedule (8 stages, 23,400 iterations), stopped in time for the rungs:
   # then --partial-out holds the networks at the stop (a shortened pre-train; its file says how far)
-  $G2S pretrain --list "$P/samples/list.txt" --first-prior "$P/prior0.npy" --preset synface_pretrain --streams 1 \
+  $G2S pretrain --list "$P/samples/list.txt" --first-prior "$P/prior0.npy" --preset synface_pretrain --streams "$STREAMS" \
       --image-size 64 --crop 0 --gan $GAN "${MVN[@]}" --perceptual discriminator --seed 0 --device cuda --mode fast \
       --half --out "$P/pretrain_full.pth" --partial-out "$P/pretrain_partial.pth" --log "$P/pretrain_log.json" \
       --log-every 100 --checkpoint "$P/pretrain.ckpt" --checkpoint-every 100000 \
