@@ -21,7 +21,7 @@ if [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
 START=$SECONDS
 END=${END:-1100}
 PRE_MARGIN=${PRE_MARGIN:-320}
-STREAMS=${STREAMS:-1}     # the pre-train's streams (the original: 8, about 8x the time per iteration)
+STREAMS=${STREAMS:-1}     # the pre-train's streams (the original: 8, i.e. 8 images per iteration)
 KEEP=${KEEP:?set KEEP (bench/background.sh does)}
 W=/tmp/v2joint
 P=$W/pretrain
