@@ -212,9 +212,10 @@ def fit_joint(trainer: Trainer, targets: Sequence[Target], checkpoint: str | Pat
 
 def pretrain_file(model, result: FitResult, nets: Sequence[str] = NET_NAMES, half: bool = False) -> dict:
     """The official pretrain layout (keys netD, netA, netV, netL, netEnc; a subset with ``nets``,
-    float16 weights with ``half``) plus the iteration count, configuration, image names and time."""
+    float16 weights with ``half``) plus the iteration count, configuration, image names, time and
+    ``complete`` (False for the networks of a run stopped early: a shortened pre-train)."""
     state = model.nets_state()
     out = {k: {name: (t.half() if half and t.is_floating_point() else t) for name, t in state[k].items()}
            for k in nets}
     return {**out, "iteration": result.iterations, "config": model.cfg.to_dict(), "names": result.names,
-            "seconds": result.seconds}
+            "seconds": result.seconds, "complete": not result.interrupted}

@@ -104,7 +104,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                        stop_after=args.stop_after, stop_after_seconds=seconds)
     if result.interrupted:
         if args.partial_out is not None:
-            atomic_torch_save({**pretrain_file(model, result, nets, args.half), "complete": False}, args.partial_out)
+            atomic_torch_save(pretrain_file(model, result, nets, args.half), args.partial_out)
             if args.log is not None:
                 save_json(result.log, args.log)
             log.warning("the networks after %d iterations -> %s (a shortened pre-train)", result.iterations,
@@ -112,7 +112,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         log.warning("stopped after %d iterations (%.0f s in all); checkpoint %s: re-run the same command to continue",
                     result.iterations, result.seconds, args.checkpoint)
         return 3
-    atomic_torch_save({**pretrain_file(model, result, nets, args.half), "complete": True}, args.out)
+    atomic_torch_save(pretrain_file(model, result, nets, args.half), args.out)
     save_json(resolved_config(args, cfg), args.out.with_name(args.out.stem + ".config.json"))
     if args.log is not None:
         save_json(result.log, args.log)
