@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
-# One background job on one H200 (bench/background.sh: `start bench/device_v2_joint.sh`, then `collect`
-# in the next call). Everything ends END seconds (default 1100) after the start. At once:
-#   0. the CUDA renderer/rasteriser tests (TF32 must not change the geometry: method/exact.py);
-#   1. the parity runs: bench/mode_parity.py, both modes × seeds 0 1 2, the first 8 held-out images of
-#      face2 and car2, starting from the committed runs and latents (results/synthetic_v2/mode_parity: a
-#      finished run is not run again). On 2026-12-01 this job ran the fast runs again after the TF32 fix,
-#      the pre-fix ones renamed to the variant fast_tf32; with everything committed it now runs nothing;
-#   2. face2_0_00000 faithful with --log-every 1 (prior_predicted, seed 0): the GPU's first step-3
-#      iterations, for the CPU-vs-GPU question of docs/RESULTS.md;
-#   3. the synface joint pre-train (gan2shape pretrain, preset synface_pretrain, fast mode, STREAMS streams) on
-#      200 GAN samples, stopped PRE_MARGIN (default 320) s before the end if unfinished, then the
-#      ladder's joint_shared (4 images per model, the original protocol) and joint_independent rungs on
-#      the 8 face2 images (fast mode); once the parity is done, prior_predicted with the same 500/500/200
-#      synface stage (fast) for comparison.
-# PARITY=0 skips parts 1 and 2 and the prior_500 comparison (the latents still come from the committed
-# parity folder): the pre-train then has the GPU to itself.
-# Kept in $KEEP: joint.tgz (runs without checkpoints, JSON/CSV, logs, test output, the pre-train's log and hash).
+# The original synface protocol on world v2, in one background job on one H200 (bench/background.sh:
+# `start bench/device_v2_joint.sh`, then `collect` in the next calls). The pre-train (86.5 MB of nets)
+# cannot leave the machine, so it and its instance runs share one job. Everything ends END s after the start.
+#   1. the joint pre-train: GAN samples (`sample-gan`), the first one's mask and ellipsoid prior, then
+#      `gan2shape pretrain --preset synface_pretrain` with NUM_STAGES of its 8 stages (default 1: 1500/1500/1500),
+#      STREAMS streams (default 1; the original: 8), fast mode, stopped after at most PRE_MAX s (default 560;
+#      then --partial-out holds the nets at the stop, and its file says how far it got);
+#      meanwhile the W latents of the first N_SHARED face2 test images (the committed parity latents
+#      of the first 8, `gan2shape invert` for the rest, with the ladder's settings);
+#   2. from the pre-train, the ladder's joint_shared rung on the first N_SHARED (default 32) images, 4 per
+#      model, JOBS (default 4) groups at a time, and joint_independent on the first N_IND (default 8) images
+#      in one batch, both 500/500/200, fast mode.
+# Kept in $KEEP: joint.tgz (runs without checkpoints, JSON/CSV, logs, the pre-train's log and hash),
+# refreshed every minute, so a cut job still returns what finished.
 set -uo pipefail
 if [ -f .devcarry/activate.sh ]; then source .devcarry/activate.sh; fi
 START=$SECONDS
-END=${END:-1100}
-PRE_MARGIN=${PRE_MARGIN:-320}
-STREAMS=${STREAMS:-1}     # the pre-train's streams (the original: 8, i.e. 8 images per iteration)
+END=${END:-1450}
+PRE_MAX=${PRE_MAX:-560}
+NUM_STAGES=${NUM_STAGES:-1}
+STREAMS=${STREAMS:-1}
+N_SHARED=${N_SHARED:-32}
+N_IND=${N_IND:-8}
+JOBS=${JOBS:-4}
 KEEP=${KEEP:?set KEEP (bench/background.sh does)}
 W=/tmp/v2joint
 P=$W/pretrain
-mkdir -p "$W" "$P"
+mkdir -p "$W" "$P" "$W/latents"
 left() { echo $((END - (SECONDS - START))); }
 stamp() { echo "[$((SECONDS - START)) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -34,28 +35,25 @@ MVN=(--view-mvn models/synthetic_v2_view_mvn.pth --light-mvn models/synthetic_v2
 G2S="python3 -m gan2shape"
 archive() {
   (cd "$W" && tar czf "$KEEP/joint.tgz.tmp" --exclude='*.ckpt' --exclude='checkpoints' --exclude='pretrain*.pth' \
-      --exclude='samples/*.png' . 2>/dev/null && mv "$KEEP/joint.tgz.tmp" "$KEEP/joint.tgz")
+      --exclude='samples/*.png' --exclude='latents' . 2>/dev/null && mv "$KEEP/joint.tgz.tmp" "$KEEP/joint.tgz")
 }
+( while [ ! -f "$W/done" ]; do sleep 60; archive; done ) &
 
-python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_renderer.py tests/test_raster.py > "$W/gpu_tests.txt" 2>&1
-stamp "GPU tests: $(tail -n 1 "$W/gpu_tests.txt")"
+# the latents: the committed ones, the rest inverted as bench/ladder.py would (1000 steps, GT masks, W)
+(
+  cp results/synthetic_v2/mode_parity/face2/latents/*.pt "$W/latents/"
+  mapfile -t names < <(head -n "$N_SHARED" data/synthetic_v2/test/face2/list.txt)
+  todo=(); masks=()
+  for n in "${names[@]}"; do
+    [ -f "$W/latents/$n.pt" ] || { todo+=("data/synthetic_v2/test/face2/$n.png"); masks+=("data/synthetic_v2/test/face2/${n}_mask.png"); }
+  done
+  [ ${#todo[@]} = 0 ] || $G2S invert --gan $GAN --images "${todo[@]}" --masks "${masks[@]}" --out-dir "$W/latents" \
+      --steps 1000 --image-size 64 --device cuda
+  stamp "latents: ${#todo[@]} inverted"
+) > "$W/invert.log" 2>&1 &
+inv=$!
 
-# 1. parity: fast only (the committed faithful runs are finished runs)
-mkdir -p "$W/parity"
-cp -r results/synthetic_v2/mode_parity/face2 results/synthetic_v2/mode_parity/car2 "$W/parity/"
-if [ "${PARITY:-1}" = 1 ]; then
-  timeout "$(left)" python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 --jobs 6 \
-      "${MVN[@]}" --out "$W/parity" --device cuda > "$W/parity.log" 2>&1 &
-  parity=$!
-  # 2. the first step-3 iterations on the GPU, faithful
-  timeout "$(left)" python3 bench/ladder.py --family face2 --n 1 --gan $GAN "${MVN[@]}" \
-      --latents "$W/parity/face2/latents" --rungs prior_predicted --prior-iters 1000 --out "$W/first_step" \
-      --device cuda --log-every 1 > "$W/first_step.log" 2>&1 &
-else
-  sleep 1 & parity=$!
-fi
-
-# 3. the joint pre-train, then the joint rungs
+# 1. the joint pre-train
 (
   set -e
   $G2S sample-gan --gan $GAN --n 200 --seed 0 --device cuda --out "$P/samples"
@@ -63,47 +61,35 @@ fi
       --parser-size 128 --confidence softmax --device cuda --out-dir "$P/segment"
   $G2S prior --name ellipsoid --category synthetic --mask "$P/segment/000000_mask.png" --image-size 64 \
       --out "$P/prior0.npy"
-  # the whole synface_pretrain schedule (8 stages, 23,400 iterations), stopped in time for the rungs:
-  # then --partial-out holds the networks at the stop (a shortened pre-train; its file says how far)
-  $G2S pretrain --list "$P/samples/list.txt" --first-prior "$P/prior0.npy" --preset synface_pretrain --streams "$STREAMS" \
-      --image-size 64 --crop 0 --gan $GAN "${MVN[@]}" --perceptual discriminator --seed 0 --device cuda --mode fast \
-      --half --out "$P/pretrain_full.pth" --partial-out "$P/pretrain_partial.pth" --log "$P/pretrain_log.json" \
-      --log-every 100 --checkpoint "$P/pretrain.ckpt" --checkpoint-every 100000 \
-      --stop-after-seconds $(( $(left) - PRE_MARGIN )) > "$P/pretrain.log" 2>&1 || [ $? = 3 ]
-  if [ -f "$P/pretrain_full.pth" ]; then cp "$P/pretrain_full.pth" "$P/pretrain.pth"
-  else cp "$P/pretrain_partial.pth" "$P/pretrain.pth"; fi
-  # all five nets in float16 are ~83 MiB: more than a device call returns (64 MiB), so only its hash travels
-  (cd "$P" && sha256sum pretrain.pth && ls -l pretrain.pth) > "$P/pretrain.sha256"
-  stamp "pretrain done: $(tail -n 1 "$P/pretrain.log")"
-  J=(--family face2 --n 8 --gan $GAN "${MVN[@]}" --latents "$W/parity/face2/latents" --stage-iters 500,500,200
-     --device cuda --mode fast)
-  timeout "$(left)" python3 bench/ladder.py "${J[@]}" --rungs joint_shared --pretrain "$P/pretrain.pth" --group 4 \
-      --out "$W/joint_shared" > "$W/joint_shared.log" 2>&1 &
-  timeout "$(left)" python3 bench/ladder.py "${J[@]}" --rungs joint_independent --pretrain "$P/pretrain.pth" \
-      --out "$W/joint_independent" > "$W/joint_independent.log" 2>&1 &
-  wait
-  stamp "joint rungs done"
-) > "$W/joint.log" 2>&1 &
-joint=$!
+  $G2S pretrain --list "$P/samples/list.txt" --first-prior "$P/prior0.npy" --preset synface_pretrain \
+      --num-stages "$NUM_STAGES" --streams "$STREAMS" --image-size 64 --crop 0 --gan $GAN "${MVN[@]}" \
+      --perceptual discriminator --seed 0 --device cuda --mode fast --half --out "$P/pretrain_full.pth" \
+      --partial-out "$P/pretrain_partial.pth" --log "$P/pretrain_log.json" --log-every 100 \
+      --checkpoint "$P/pretrain.ckpt" --checkpoint-every 100000 \
+      --stop-after-seconds $((PRE_MAX - (SECONDS - START))) > "$P/pretrain.log" 2>&1 || [ $? = 3 ]
+) > "$W/pretrain_setup.log" 2>&1
+if [ -f "$P/pretrain_full.pth" ]; then cp "$P/pretrain_full.pth" "$P/pretrain.pth"
+else cp "$P/pretrain_partial.pth" "$P/pretrain.pth"; fi
+(cd "$P" && sha256sum pretrain.pth && ls -l pretrain.pth) > "$P/pretrain.sha256"
+stamp "pretrain done: $(tail -n 1 "$P/pretrain.log")"
+wait $inv
+stamp "$(tail -n 1 "$W/invert.log")"
 
-( while kill -0 $parity 2>/dev/null || kill -0 $joint 2>/dev/null; do sleep 90; archive; done ) &
-wait $parity
-stamp "parity exit $?"
-# the same 500/500/200 synface stage from the ellipsoid prior (what the joint start is compared with)
-[ "${PARITY:-1}" = 1 ] && timeout "$(left)" python3 bench/ladder.py --family face2 --n 8 --gan $GAN "${MVN[@]}" --latents "$W/parity/face2/latents" \
-    --stage-iters 500,500,200 --device cuda --mode fast --rungs prior_predicted --batch --prior-iters 1000 \
-    --out "$W/prior_500" > "$W/prior_500.log" 2>&1 &
-[ "${PARITY:-1}" = 1 ] && python3 bench/mode_parity.py --families face2 car2 --n 8 --seeds 0 1 2 "${MVN[@]}" \
-    --out "$W/parity" --summarize-only >> "$W/parity.log" 2>&1
-wait $joint
-stamp "joint exit $?"
+# 2. the instance runs from the pre-train
+J=(--family face2 --gan $GAN "${MVN[@]}" --latents "$W/latents" --stage-iters 500,500,200 --device cuda --mode fast
+   --pretrain "$P/pretrain.pth")
+timeout "$(left)" python3 bench/ladder.py "${J[@]}" --n "$N_SHARED" --rungs joint_shared --group 4 --jobs "$JOBS" \
+    --out "$W/joint_shared" > "$W/joint_shared.log" 2>&1 &
+timeout "$(left)" python3 bench/ladder.py "${J[@]}" --n "$N_IND" --rungs joint_independent \
+    --out "$W/joint_independent" > "$W/joint_independent.log" 2>&1 &
 wait
-for r in joint_shared joint_independent prior_500; do   # whatever finished, if a run was cut short
-  rg=$r; [ $r = prior_500 ] && rg=prior_predicted
-  python3 bench/ladder.py --family face2 --n 8 --gan $GAN "${MVN[@]}" --rungs $rg --stage-iters 500,500,200 \
+stamp "joint rungs done"
+for r in joint_shared joint_independent; do   # whatever finished, if a run was cut short
+  n=$N_SHARED; [ $r = joint_independent ] && n=$N_IND
+  python3 bench/ladder.py --family face2 --n "$n" --gan $GAN "${MVN[@]}" --rungs $r --stage-iters 500,500,200 \
       --out "$W/$r" --summarize-only >> "$W/$r.log" 2>&1
+  tail -n 3 "$W/$r.log"
 done
-archive
-tail -n 25 "$W/parity.log"; cat "$W/joint.log" | tail -n 20
+touch "$W/done"; archive
 ls -la "$KEEP"
 stamp "job done"

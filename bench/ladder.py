@@ -44,6 +44,7 @@ import csv
 import json
 import logging
 import statistics
+import sys
 from pathlib import Path
 
 log = logging.getLogger("gan2shape")
@@ -87,6 +88,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
     p.add_argument("--pretrain", type=Path, help="joint_* rungs: the joint pre-train (all five nets)")
     p.add_argument("--group", type=int, default=4, help="joint_shared: images per shared model (original: 4)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="joint_shared: groups trained at once, each in its own process (one GPU shared)")
     p.add_argument("--summarize-only", action="store_true",
                    help="run nothing: summarise the runs of --out that finished (e.g. after a device call's limit)")
     p.add_argument("--batch", action="store_true",
@@ -121,6 +124,28 @@ def _cli(args: argparse.Namespace, argv: list[str]) -> None:
     rc = main(threads + argv)
     if rc != 0:
         raise SystemExit(f"gan2shape {argv[0]} exited with status {rc}")
+
+
+def _cli_parallel(args: argparse.Namespace, calls: dict[Path, list[str]]) -> None:
+    """The calls (log file -> argv), ``--jobs`` at a time, each in its own ``python -m gan2shape``
+    process writing to its log; every call runs, then the failures are raised together."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = ["--threads", str(args.threads)] if args.threads else []
+
+    def one(item: tuple[Path, list[str]]) -> int:
+        logfile, argv = item
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "w") as f:
+            return subprocess.run([sys.executable, "-m", "gan2shape", *threads, *argv], stdout=f,
+                                  stderr=subprocess.STDOUT).returncode
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        codes = list(pool.map(one, calls.items()))
+    failed = [f"{logfile} (exit status {c})" for logfile, c in zip(calls, codes) if c != 0]
+    if failed:
+        raise SystemExit("gan2shape failed, see: " + ", ".join(failed))
 
 
 def latents(args: argparse.Namespace, images: list[dict]) -> dict[str, Path]:
@@ -224,8 +249,8 @@ def main(argv=None) -> dict:
     joint = [r for r in args.rungs if RUNGS[r][0] == "joint"]
     if joint and not args.summarize_only and (args.pretrain is None or not args.pretrain.is_file()):
         raise SystemExit(f"rungs {joint} need --pretrain (a joint pre-train file), got {args.pretrain}")
-    if args.group < 1:
-        raise SystemExit(f"--group must be >= 1, got {args.group}")
+    if args.group < 1 or args.jobs < 1:
+        raise SystemExit(f"--group and --jobs must be >= 1, got {args.group} and {args.jobs}")
     images = test_images(args.test_root, args.family, args.n)
     lat = None if args.summarize_only else latents(args, images)
     rows, missing = [], []
@@ -234,12 +259,17 @@ def main(argv=None) -> dict:
         if args.summarize_only:
             missing += [f"{rung}/{im['name']}" for im in todo]
         elif rung == "joint_shared":  # groups of the first N images, as they come (a group reruns whole)
-            for i in range(0, len(images), args.group):
-                grp = images[i:i + args.group]
-                if any(im in todo for im in grp):
-                    log.info("ladder: %s, %d images sharing one model", rung, len(grp))
-                    _cli(args, reconstruct_argv(args, rung, grp, [lat[im["name"]] for im in grp], extra,
-                                                shared=len(grp) > 1))
+            groups = [images[i:i + args.group] for i in range(0, len(images), args.group)]
+            calls = {args.out / "logs" / f"{rung}_{grp[0]['name']}.log":
+                     reconstruct_argv(args, rung, grp, [lat[im["name"]] for im in grp], extra, shared=len(grp) > 1)
+                     for grp in groups if any(im in todo for im in grp)}
+            log.info("ladder: %s, %d groups of <= %d images sharing one model, %d at a time", rung, len(calls),
+                     args.group, args.jobs)
+            if args.jobs > 1 and len(calls) > 1:
+                _cli_parallel(args, calls)
+            else:
+                for argv in calls.values():
+                    _cli(args, argv)
         elif (args.batch and RUNGS[rung][0] == "prior" or rung == "joint_independent") and len(todo) > 1:
             log.info("ladder: %s, %d images in one batch", rung, len(todo))
             _cli(args, reconstruct_argv(args, rung, todo, [lat[im["name"]] for im in todo], extra))

@@ -391,6 +391,13 @@ def test_ladder_joint_rungs_start_from_a_joint_pretrain(world):
     assert c["start_side"] != d["start_side"]
     cfg = (world / "lad" / "runs" / "joint_shared" / images[0]["name"] / "config.json").read_text()
     assert str(pre) in cfg and '"independent": false' in cfg
+    # --jobs: groups in parallel processes (each logging to its own file) = the same groups one by one
+    par, seq = ({(r["rung"], r["image"]): r for r in lad.main(
+        base + ["--out", str(world / d), "--latents", str(world / "lad" / "latents"), "--rungs", "joint_shared",
+                "--pretrain", str(pre), "--group", "1", "--jobs", j])["runs"]} for d, j in (("par", "2"), ("seq", "1")))
+    assert par.keys() == seq.keys() and len(par) == 2
+    assert all(par[k]["final_side"] == seq[k]["final_side"] for k in par)
+    assert sorted(p.name for p in (world / "par" / "logs").iterdir()) == [f"joint_shared_{im['name']}.log" for im in images]
 
 
 @pytest.mark.slow
