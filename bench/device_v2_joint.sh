@@ -38,6 +38,7 @@ archive() {
       --exclude='samples/*.png' --exclude='latents' . 2>/dev/null && mv "$KEEP/joint.tgz.tmp" "$KEEP/joint.tgz")
 }
 ( while [ ! -f "$W/done" ]; do sleep 60; archive; done ) &
+archiver=$!
 
 # the latents: the committed ones, the rest inverted as bench/ladder.py would (1000 steps, GT masks, W)
 (
@@ -80,9 +81,11 @@ J=(--family face2 --gan $GAN "${MVN[@]}" --latents "$W/latents" --stage-iters 50
    --pretrain "$P/pretrain.pth")
 timeout "$(left)" python3 bench/ladder.py "${J[@]}" --n "$N_SHARED" --rungs joint_shared --group 4 --jobs "$JOBS" \
     --out "$W/joint_shared" > "$W/joint_shared.log" 2>&1 &
+shared=$!
 timeout "$(left)" python3 bench/ladder.py "${J[@]}" --n "$N_IND" --rungs joint_independent \
     --out "$W/joint_independent" > "$W/joint_independent.log" 2>&1 &
-wait
+independent=$!
+wait $shared $independent   # not the archiver, which runs until "done"
 stamp "joint rungs done"
 for r in joint_shared joint_independent; do   # whatever finished, if a run was cut short
   n=$N_SHARED; [ $r = joint_independent ] && n=$N_IND
@@ -90,6 +93,6 @@ for r in joint_shared joint_independent; do   # whatever finished, if a run was 
       --out "$W/$r" --summarize-only >> "$W/$r.log" 2>&1
   tail -n 3 "$W/$r.log"
 done
-touch "$W/done"; archive
+touch "$W/done"; kill $archiver 2>/dev/null; archive
 ls -la "$KEEP"
 stamp "job done"

@@ -32,6 +32,9 @@ finished runs and lists the others under ``not_run``. ``--batch`` trains a prior
 independent models in one batch (``reconstruct --independent``; equal to image-by-image runs up to
 floating-point rounding); ``joint_independent`` always does. A ``joint_shared`` group logs its
 means, so its images' start is the group's mean (their final values are their own).
+``--baselines results/synthetic_v2/baselines_<family>.csv`` adds, per rung, the baselines of that
+file (constant, average, each prior alone) on the rung's own images, and the rung's final SIDE over the
+constant's and each prior's (``ladder.json``'s ``baselines``).
 
     python bench/ladder.py --family face2 --n 8 --gan G.pt --view-mvn V.pth --light-mvn L.pth \\
         --out bench_out/ladder --device cuda
@@ -95,6 +98,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--batch", action="store_true",
                    help="prior_* rungs: train the rung's unfinished images as independent models in one "
                         "`reconstruct --independent` call (one batch; truth rungs always run image by image)")
+    p.add_argument("--baselines", type=Path,
+                   help="a baselines_<family>.csv of `gan2shape world-report`: its rows on each rung's images")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads (gan2shape --threads)")
     return p.parse_known_args(argv)
@@ -233,6 +238,42 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def baseline_rows(path: Path, family: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{method: {image: (SIDE ×10⁻², MAD)}}`` of a ``baselines_<family>.csv`` (its "ok" rows)."""
+    if not path.is_file():
+        raise SystemExit(f"--baselines {path}: not found (written by `gan2shape world-report`)")
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("family") == family and r.get("status", "ok") == "ok":
+                out.setdefault(r["method"], {})[r["image"]] = (float(r["side"]), float(r["mad"]))
+    if not out:
+        raise SystemExit(f"--baselines {path}: no rows of family {family}")
+    return out
+
+
+def compare_baselines(rows: list[dict], base: dict[str, dict[str, tuple[float, float]]]) -> dict:
+    """Per rung: each baseline's mean ± std on the rung's images (all of them must be in the file), and
+    the rung's mean final SIDE over each baseline's mean SIDE (``side_ratio``)."""
+    out = {}
+    for rung in dict.fromkeys(r["rung"] for r in rows):
+        rs = [r for r in rows if r["rung"] == rung]
+        names = [r["image"] for r in rs]
+        final = statistics.fmean(r["final_side"] for r in rs)
+        out[rung] = {}
+        for method, per_image in base.items():
+            missing = [n for n in names if n not in per_image]
+            if missing:
+                raise SystemExit(f"--baselines: method {method} has no row for {missing}")
+            side = [per_image[n][0] for n in names]
+            mad = [per_image[n][1] for n in names]
+            out[rung][method] = {"n": len(names), "side_mean": statistics.fmean(side), "side_std": statistics.pstdev(side),
+                                 "mad_mean": statistics.fmean(mad), "mad_std": statistics.pstdev(mad),
+                                 "side_ratio": final / statistics.fmean(side),
+                                 "images_better": sum(r["final_side"] < per_image[r["image"]][0] for r in rs)}
+    return out
+
+
 def criterion(summary: dict, n3: int) -> dict:
     """The pass criterion on rung (a), when it ran (``passed`` only at the criterion's step-3 length)."""
     c = dict(CRITERION)
@@ -289,6 +330,8 @@ def main(argv=None) -> dict:
               "stage_iters": args.stage_iters, "vl_warmup": args.vl_warmup, "device": args.device,
               "reconstruct_extra": extra, "side_unit": "x1e-2", "criterion": criterion(summary, n3),
               "rungs": summary, "runs": rows, "not_run": missing}
+    if args.baselines:
+        result["baselines"] = compare_baselines(rows, baseline_rows(args.baselines, args.family))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ladder.json").write_text(json.dumps(result, indent=1) + "\n")
     with open(args.out / "ladder.csv", "w", newline="") as f:
@@ -300,6 +343,10 @@ def main(argv=None) -> dict:
     for rung, s in summary.items():
         cells = "  ".join(f"{s[k + '_mean']:6.2f} ± {s[k + '_std']:4.2f}" for k in METRICS)
         print(f"{rung:<16} {s['n']:>2}  {cells}")
+    for rung, methods in result.get("baselines", {}).items():
+        print(f"{rung}: final SIDE over " + ", ".join(f"{m} {b['side_mean']:.2f} = {b['side_ratio']:.2f} "
+                                                       f"({b['images_better']}/{b['n']} images better)"
+                                                       for m, b in methods.items()))
     return result
 
 

@@ -437,3 +437,29 @@ def test_mode_parity_runs_both_modes_and_seeds_at_toy_scale(world):
     var = mp.main(argv + [])["families"]["face2"]["variants"]["fast_x"]
     assert var["runs"]["fast_x_seed1"] == fam["runs"]["fast_seed1"]
     assert var["vs_faithful"]["side"]["fast_minus_faithful"] == fam["stats"]["side"]["fast_minus_faithful"]
+
+
+def test_ladder_compares_each_rung_with_the_baselines_on_its_own_images(tmp_path):
+    """--baselines: each baseline's mean on the rung's images only, the rung's final SIDE over it, and how
+    many images beat it; an image missing from the file or a file without the family is an error."""
+    lad = _ladder()
+    csv_path = tmp_path / "baselines_face2.csv"
+    csv_path.write_text("family,method,image,side,mad,mad_unit,mae,mse,status\n"
+                        "face2,constant,a,2.0,40,0,0,0,ok\nface2,constant,b,4.0,50,0,0,0,ok\n"
+                        "face2,constant,c,9.0,90,0,0,0,ok\n"
+                        "face2,prior-ellipsoid,a,1.0,20,0,0,0,ok\nface2,prior-ellipsoid,b,1.0,30,0,0,0,ok\n"
+                        "car2,constant,a,7.0,70,0,0,0,ok\n")
+    base = lad.baseline_rows(csv_path, "face2")
+    assert base["constant"] == {"a": (2.0, 40.0), "b": (4.0, 50.0), "c": (9.0, 90.0)}
+    rows = [{"rung": "joint_shared", "image": "a", "final_side": 0.5},
+            {"rung": "joint_shared", "image": "b", "final_side": 1.5}]
+    out = lad.compare_baselines(rows, base)["joint_shared"]
+    assert out["constant"]["side_mean"] == pytest.approx(3.0) and out["constant"]["side_std"] == pytest.approx(1.0)
+    assert out["constant"]["mad_mean"] == pytest.approx(45.0)
+    assert out["constant"]["side_ratio"] == pytest.approx(1.0 / 3.0)
+    assert out["prior-ellipsoid"]["side_ratio"] == pytest.approx(1.0)
+    assert out["prior-ellipsoid"]["images_better"] == 1 and out["constant"]["images_better"] == 2
+    with pytest.raises(SystemExit, match=r"prior-ellipsoid has no row for \['c'\]"):
+        lad.compare_baselines(rows + [{"rung": "joint_shared", "image": "c", "final_side": 1.0}], base)
+    with pytest.raises(SystemExit, match="no rows of family box"):
+        lad.baseline_rows(csv_path, "box")
