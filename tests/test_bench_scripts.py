@@ -110,3 +110,94 @@ def test_mode_stats_on_known_runs():
     assert m["run_level"]["standard_error"] == 0 and m["run_level"]["within_noise"] is False
     with pytest.raises(ValueError, match=">= 2 seeds"):
         speed.mode_stats({k: v for k, v in runs.items() if k != "fast_seed1"})
+
+
+def test_flop_counter_counts_a_grouped_convolution_backward_like_the_dense_one():
+    """bench/speed.py's counter: a B-group convolution (the faithful modulated convolution, one group per
+    sample) costs in forward and backward what the same convolution batched densely costs, 3 × the
+    forward's 2·B·H·W·C_out·C_in·k² with both gradients, 2 × with the weight's only; a grouped
+    transposed convolution too."""
+    import torch.nn.functional as F
+
+    speed = _load("speed")
+    b, c, h = 4, 8, 6
+    fwd = 2 * b * h * h * c * c * 9
+
+    def count(x, w, **kw):
+        with speed.flop_counter() as fc:
+            y = (F.conv_transpose2d if kw.pop("transposed", False) else F.conv2d)(x, w, **kw)
+            y.square().sum().backward()
+        return fc.get_total_flops()
+
+    dense = count(torch.randn(b, c, h, h, requires_grad=True), torch.randn(c, c, 3, 3, requires_grad=True), padding=1)
+    grouped = count(torch.randn(1, b * c, h, h, requires_grad=True), torch.randn(b * c, c, 3, 3, requires_grad=True),
+                    padding=1, groups=b)
+    assert dense == grouped == 3 * fwd
+    weight_only = count(torch.randn(1, b * c, h, h), torch.randn(b * c, c, 3, 3, requires_grad=True), padding=1, groups=b)
+    assert weight_only == 2 * fwd
+    # transposed, B groups: forward 2·B·H·W·C·C·k² over the input's pixels
+    tr = count(torch.randn(1, b * c, h, h, requires_grad=True), torch.randn(b * c, c, 3, 3, requires_grad=True),
+               groups=b, transposed=True)
+    assert tr == 3 * fwd
+
+
+def test_recount_flops_rewrites_tflops_from_the_kept_seconds(tmp_path):
+    """--recount-flops: the method's FLOPs of one image's scaled schedule (counted here) × the row's
+    images over its measured seconds; the old values kept; a row of another schedule is refused."""
+    speed = _load("speed")
+    model, targets, full = speed.build_world("synthetic", "cpu", True, 1)
+    cfg = speed.scaled(full, 0.002)
+    per_image = speed.schedule_flops(speed.count_flops(model, model.nets_state(), targets[:1], cfg, fast=False), cfg)
+    row = {"tflops": 99.0, "gflop_per_image_run": 1.0, "s_per_image_measured": 0.5, "images": 4, "devices": 1,
+           "k": 1, "s_per_image": 10.0, "images_per_hour": 360.0, "peak_gib": None,
+           "iterations_run": speed._schedule_dict(cfg)}
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"meta": {}, "synthetic": {"faithful": row, "fast": {"skipped": "budget"}}}))
+    res = speed.main(["--recount-flops", str(bench), "--schedule-scale", "0.002", "--tiny"])
+    got = json.loads(bench.read_text())["synthetic"]["faithful"]
+    assert got == res["synthetic"]["faithful"]
+    assert got["tflops"] == pytest.approx(per_image * 4 / 2.0 / 1e12)
+    assert got["gflop_per_image_run"] == pytest.approx(per_image / 1e9) and got["tflops_torch_counter"] == 99.0
+    assert "flops_recount" in res["meta"]
+    assert "| synthetic | fast | – | – | skipped: budget |" in bench.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="not the schedule of --schedule-scale 0.5"):
+        speed.main(["--recount-flops", str(bench), "--schedule-scale", "0.5", "--tiny"])
+
+
+def test_device_benchmark_script_runs_the_snakemake_target_with_its_settings(tmp_path):
+    """bench/device_v2_benchmark.sh (with stand-ins for snakemake and nvidia-smi): the benchmark target
+    with config/benchmark_v2.yaml, the CONFIG files, the mode, the GPU slots and the greedy scheduler;
+    the results are archived for the way back; a CONFIG file that does not exist stops it first."""
+    import os
+    import subprocess
+    import tarfile
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'stand-in GPU'\n")
+    (bin_dir / "snakemake").write_text(
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 9; exit 0; }\necho \"$@\" > args.txt\n"
+        "mkdir -p results/synthetic_v2 results/benchmark_v2/face2\necho '{}' > results/synthetic_v2/gan2shape.json\n"
+        "echo x > results/benchmark_v2/face2/run.ckpt\necho y > results/benchmark_v2/face2/metrics.json\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    work, keep = tmp_path / "work", tmp_path / "keep"
+    work.mkdir()
+    keep.mkdir()
+    (work / "subset.yaml").write_text("benchmark_v2: {images: 2}\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "KEEP": str(keep), "END": "60",
+           "CONFIG": "subset.yaml", "MODE": "faithful", "SLOTS": "3"}
+    script = ROOT / "bench" / "device_v2_benchmark.sh"
+    out = subprocess.run(["bash", str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    args = (work / "args.txt").read_text().split()
+    assert args[:5] == ["synthetic_v2_benchmark", "--cores", "16", "--resources", "gpu=3"]
+    assert args[args.index("--configfile") + 1:args.index("--configfile") + 3] == ["config/benchmark_v2.yaml", "subset.yaml"]
+    assert "mode=faithful" in args and args[args.index("--scheduler") + 1] == "greedy"
+    with tarfile.open(keep / "bench.tgz") as tar:
+        names = tar.getnames()
+    assert "results/synthetic_v2/gan2shape.json" in names and "results/benchmark_v2/face2/metrics.json" in names
+    assert not any(n.endswith(".ckpt") for n in names)
+    bad = subprocess.run(["bash", str(script)], cwd=work, env={**env, "CONFIG": "missing.yaml"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "CONFIG: no file missing.yaml" in bad.stderr
