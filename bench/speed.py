@@ -42,6 +42,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,14 +240,14 @@ def count_flops(model: GAN2Shape, init: dict, targets: list[Target], cfg, fast: 
     return out
 
 
-def recount_flops(path: Path, schedule_scale: float, tiny: bool = False) -> dict:
+def recount_flops(path: Path, schedule_scale: float, tiny: bool = False, only: Sequence[str] = SCALES) -> dict:
     """Recount the FLOPs of the rows of an existing ``bench.json`` with :func:`flop_counter` (on the CPU;
     no timing) and rewrite its TFLOP/s from the measured seconds it keeps. The count is the method's:
     one image's scaled schedule, counted once per scale in the faithful formulation (the fast mode does
     the same arithmetic in other kernels), times the row's images. The previous values stay as
-    ``*_torch_counter``."""
+    ``*_torch_counter``. ``only``: the scales to recount (the others are left as they are)."""
     res = json.loads(path.read_text())
-    scales = [s for s in SCALES if isinstance(res.get(s), dict) and any("tflops" in r for r in res[s].values())]
+    scales = [s for s in only if isinstance(res.get(s), dict) and any("tflops" in r for r in res[s].values())]
     if not scales:
         raise SystemExit(f"{path}: no measured rows to recount")
     for scale in scales:
@@ -619,7 +620,7 @@ def main(argv=None) -> dict:
                    else ROOT / "results/speed/bench.json")
     args = p.parse_args(argv)
     if args.recount_flops:
-        return recount_flops(args.recount_flops, args.schedule_scale, args.tiny)
+        return recount_flops(args.recount_flops, args.schedule_scale, args.tiny, args.scales)
     if args.tiny:
         args.images, args.faithful_images, args.k = 2, 1, 2
         args.schedule_scale = args.parity_schedule_scale = 0.002

@@ -153,7 +153,7 @@ def test_recount_flops_rewrites_tflops_from_the_kept_seconds(tmp_path):
            "iterations_run": speed._schedule_dict(cfg)}
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"meta": {}, "synthetic": {"faithful": row, "fast": {"skipped": "budget"}}}))
-    res = speed.main(["--recount-flops", str(bench), "--schedule-scale", "0.002", "--tiny"])
+    res = speed.main(["--recount-flops", str(bench), "--schedule-scale", "0.002", "--tiny", "--scales", "synthetic"])
     got = json.loads(bench.read_text())["synthetic"]["faithful"]
     assert got == res["synthetic"]["faithful"]
     assert got["tflops"] == pytest.approx(per_image * 4 / 2.0 / 1e12)
