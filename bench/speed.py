@@ -240,11 +240,23 @@ def count_flops(model: GAN2Shape, init: dict, targets: list[Target], cfg, fast: 
     return out
 
 
+def per_image_flops(model: GAN2Shape, target: Target, cfg, fast: bool = False) -> float:
+    """The FLOPs of one image's schedule ``cfg`` in the mode's formulation (``fast``: the efficient ops,
+    which need no weight gradient of the frozen GAN's convolutions), counted at N_p = 1 and 2 and
+    extrapolated to ``cfg.n_p``: every operation is either per target or batched over the N_p samples,
+    so the count is affine in N_p (to 10^-4 of a sample's share; tests/test_bench_scripts.py checks it), and the small counts fit in
+    a CPU's memory where N_p samples of a 512-px GAN's backward would not."""
+    init = model.nets_state()
+    f1, f2 = (schedule_flops(count_flops(model, init, [target], replace(cfg, n_p=n), fast=fast), replace(cfg, n_p=n))
+              for n in (1, 2))
+    model.cfg = cfg
+    return f1 + (cfg.n_p - 1) * (f2 - f1)
+
+
 def recount_flops(path: Path, schedule_scale: float, tiny: bool = False, only: Sequence[str] = SCALES) -> dict:
     """Recount the FLOPs of the rows of an existing ``bench.json`` with :func:`flop_counter` (on the CPU;
-    no timing) and rewrite its TFLOP/s from the measured seconds it keeps. The count is the method's:
-    one image's scaled schedule, counted once per scale in the faithful formulation (the fast mode does
-    the same arithmetic in other kernels), times the row's images. The previous values stay as
+    no timing) and rewrite its TFLOP/s from the measured seconds it keeps. The count: one image's scaled
+    schedule in the row's mode (:func:`per_image_flops`), times the row's images. The previous values stay as
     ``*_torch_counter``. ``only``: the scales to recount (the others are left as they are)."""
     res = json.loads(path.read_text())
     scales = [s for s in only if isinstance(res.get(s), dict) and any("tflops" in r for r in res[s].values())]
@@ -258,8 +270,8 @@ def recount_flops(path: Path, schedule_scale: float, tiny: bool = False, only: S
             if row["iterations_run"] != _schedule_dict(cfg):
                 raise SystemExit(f"{path}: {scale}/{mode} ran {row['iterations_run']}, not the schedule of "
                                  f"--schedule-scale {schedule_scale} ({_schedule_dict(cfg)})")
-        per_image = schedule_flops(count_flops(model, model.nets_state(), targets[:1], cfg, fast=False), cfg)
-        for row in rows.values():
+        for mode, row in rows.items():
+            per_image = per_image_flops(model, targets[0], cfg, fast=mode == "fast")
             seconds = row["s_per_image_measured"] * row["images"]
             row.setdefault("tflops_torch_counter", row["tflops"])
             row.setdefault("gflop_per_image_run_torch_counter", row["gflop_per_image_run"])
@@ -267,8 +279,8 @@ def recount_flops(path: Path, schedule_scale: float, tiny: bool = False, only: S
             row["tflops"] = per_image * row["images"] / seconds / 1e12
     res["meta"]["flops_recount"] = (
         f"{time.strftime('%Y-%m-%d')}: TFLOP/s recounted on the CPU (bench/speed.py --recount-flops) with a "
-        "grouped-convolution-correct backward formula, the method's FLOPs of one image (faithful "
-        "formulation) times the images, over the measured seconds; torch's own counter had counted a "
+        "grouped-convolution-correct backward formula, one image's FLOPs in the row's mode (at N_p 1 and 2, "
+        "extrapolated) times the images, over the measured seconds; torch's own counter had counted a "
         "grouped convolution's input gradient groups times (*_torch_counter: the values before)")
     path.write_text(json.dumps(res, indent=1, default=str))
     path.with_suffix(".md").write_text(table(res) + "\n")

@@ -201,3 +201,20 @@ def test_device_benchmark_script_runs_the_snakemake_target_with_its_settings(tmp
     bad = subprocess.run(["bash", str(script)], cwd=work, env={**env, "CONFIG": "missing.yaml"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "CONFIG: no file missing.yaml" in bad.stderr
+
+
+def test_a_schedules_flops_are_affine_in_n_p():
+    """--recount-flops counts at N_p = 1 and 2 and extrapolates: the count is affine in N_p (to 10^-4;
+    the measured second difference at N_p 1, 2, 3 is 4e-5 of the step)."""
+    from dataclasses import replace
+
+    speed = _load("speed")
+    model, targets, full = speed.build_world("synthetic", "cpu", True, 1)
+    cfg = speed.scaled(full, 0.002)
+    init = model.nets_state()
+    f = {n: speed.schedule_flops(speed.count_flops(model, init, targets[:1], replace(cfg, n_p=n), fast=False),
+                                 replace(cfg, n_p=n)) for n in (1, 2, 3)}
+    step = f[2] - f[1]
+    assert 0 < step and abs((f[3] - f[2]) - step) < 1e-4 * step
+    assert speed.per_image_flops(model, targets[0], replace(cfg, n_p=3)) == pytest.approx(f[3], rel=1e-5)
+    assert model.cfg.n_p == 3      # the model is left with the configuration it was asked about
