@@ -90,6 +90,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--vl-warmup", type=int, default=100, help="V/L warm-up of the *_warmup rungs")
     p.add_argument("--prior-name", default="ellipsoid", help="prior of the prior_* rungs (from the mask)")
     p.add_argument("--pretrain", type=Path, help="joint_* rungs: the joint pre-train (all five nets)")
+    p.add_argument("--net-width", type=float, default=1.0,
+                   help="joint_* rungs: the channel multiplier the pre-train was trained with (1: the original)")
     p.add_argument("--group", type=int, default=4, help="joint_shared: images per shared model (original: 4)")
     p.add_argument("--jobs", type=int, default=1,
                    help="joint_shared: groups trained at once, each in its own process (one GPU shared)")
@@ -200,7 +202,7 @@ def reconstruct_argv(args: argparse.Namespace, rung: str, images: list[dict], la
         argv += ["--init-truth"]
     else:  # a joint start loads netD, so the prior is not pre-fitted (it is still recorded)
         argv += ["--prior-name", args.prior_name, "--category", "synthetic"]
-        argv += ["--pretrain", str(args.pretrain)] if start == "joint" else []
+        argv += ["--pretrain", str(args.pretrain), "--net-width", f"{args.net_width:g}"] if start == "joint" else []
     return argv + [f.format(warmup=args.vl_warmup) for f in flags] + extra
 
 

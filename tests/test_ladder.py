@@ -380,7 +380,8 @@ def test_ladder_joint_rungs_start_from_a_joint_pretrain(world):
                  "--gan", str(world / "gan.pt"), "--view-mvn", str(world / "view_mvn.pth"),
                  "--light-mvn", str(world / "light_mvn.pth"), "--image-size", str(S), "--crop", "0",
                  "--num-stages", "1", "--stage-iters", "1,1,1", "--np", "2", "--collect-iters", "4",
-                 "--prior-iters", "2", "--f1-d", "2", "--device", "cpu", "--out", str(pre)]) == 0
+                 "--prior-iters", "2", "--f1-d", "2", "--net-width", "0.5", "--device", "cpu", "--out", str(pre)]) == 0
+    base += ["--net-width", "0.5"]     # a narrow pre-train (--net-width) runs at its width
     result = lad.main(base + ["--out", str(world / "lad"), "--rungs", "joint_shared", "joint_independent",
                               "--pretrain", str(pre), "--group", "2"])
     runs = {(r["rung"], r["image"]): r for r in result["runs"]}
@@ -390,7 +391,7 @@ def test_ladder_joint_rungs_start_from_a_joint_pretrain(world):
     c, d = (runs[("joint_independent", im["name"])] for im in images)
     assert c["start_side"] != d["start_side"]
     cfg = (world / "lad" / "runs" / "joint_shared" / images[0]["name"] / "config.json").read_text()
-    assert str(pre) in cfg and '"independent": false' in cfg
+    assert str(pre) in cfg and '"independent": false' in cfg and '"net_width": 0.5' in cfg
     # --jobs: groups in parallel processes (each logging to its own file) = the same groups one by one
     par, seq = ({(r["rung"], r["image"]): r for r in lad.main(
         base + ["--out", str(world / d), "--latents", str(world / "lad" / "latents"), "--rungs", "joint_shared",

@@ -216,3 +216,22 @@ def test_clamp_border_numbers():
         assert torch.allclose(out[b, :, -2:], torch.full((6, 2), border), atol=1e-6)
         assert torch.allclose(out[b, :, 2:-2], torch.full((6, 4), dv))
     assert torch.allclose(clamp_border(depth, border_depth=1.0, factor=1.0)[:, :, 0], torch.ones(2, 6))
+
+
+def test_net_width_scales_every_channel_but_the_outputs():
+    """--net-width 0.25 (the demo's pre-train): the S=64 lists with a quarter of the channels, the same
+    output shapes, 1/16 of the parameters (to within the width-independent terms)."""
+    d = EDDeconv(cout=1, size=64, width=0.25)
+    assert tokens(d.network)[:8] == ["C4s2p1 3-16", "GN4-16", "LR", "C4s2p1 16-32", "GN8-32", "LR",
+                                     "C4s2p1 32-64", "GN16-64"]
+    assert "C4s1p0 128-64" in tokens(d.network)          # the bottleneck: zdim 256 x 0.25
+    assert tokens(ResEncoder(size=64, width=0.25).network)[:2] == ["C4s2p1 3-8", "RB 8-16"]
+    full, narrow = build_networks(64), build_networks(64, width=0.25)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 1 / 17 < count(narrow["netD"]) / count(full["netD"]) < 1 / 15
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert [tuple(n(x).shape) for n in narrow.values()] == [tuple(n(x).shape) for n in full.values()]
+    assert widths(64, 0.5) == (32, 8, 4)
+    with pytest.raises(ValueError, match="net width 0.3: nf 64 x 0.3"):
+        build_networks(64, width=0.3)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -492,3 +493,38 @@ def test_same_seed_same_threads_same_numbers(tiny_run):
     snakemake("all", "--cores", "1", "--resources", "gpu=1", "--forcerun", "reconstruct", cwd=tiny_run)
     a, b = json.loads(first), json.loads((tiny_run / "results" / "metrics.json").read_text())
     assert a["methods"] == b["methods"]
+
+
+def test_a_synthetic_joint_pretrain_is_a_start_next_to_the_priors(tmp_path):
+    """A synthetic dataset with a joint pre-train file (config/datasets.yaml `pretrain`, of width
+    `pretrain_net_width`): the prior "joint" runs first, from all five nets of that file at that width,
+    and its "prior alone" row is the pre-train alone (rule joint_alone, zero iterations)."""
+    from gan2shape.method.networks import build_networks
+
+    repo = copy_repo(tmp_path, TINY)
+    torch.manual_seed(0)
+    nets = build_networks(64, latent_dim=128, width=0.25)     # world v2's GAN: 64 px, style_dim 128
+    torch.save({k: n.state_dict() for k, n in nets.items()}, repo / "models/pre_w025.pth")
+    datasets = yaml.safe_load((repo / "config/datasets.yaml").read_text())
+    datasets["synthetic-face2"].update(pretrain="models/pre_w025.pth", pretrain_net_width=0.25)
+    (repo / "config/datasets.yaml").write_text(yaml.safe_dump(datasets, sort_keys=False))
+    r = snakemake("all", "-n", "-p", "--cores", "2", "--resources", "gpu=1", cwd=repo)
+    jobs = planned_rules(r.stdout)
+    assert jobs["joint_alone"] == 1 and jobs["reconstruct"] == 2 and jobs["pretrain_depth"] == 1, jobs
+    assert "--stage-iters 0,0,0" in _job_block(r.stdout, "joint_alone")
+    assert "--net-width 0.25" in _job_block(r.stdout, "joint_alone")
+    snakemake("all", "--cores", "2", "--resources", "gpu=1", cwd=repo)
+    res = repo / "results"
+    m = json.loads((res / "metrics.json").read_text())
+    assert set(m["methods"]) == {"constant", "prior-joint", "gan2shape-joint", "prior-smoothed_box",
+                                 "gan2shape-smoothed_box"}
+    assert m["main_method"] == "gan2shape-joint"
+    run = res / "synthetic-face2" / "reconstruct" / "joint"
+    (image,) = [p.name for p in run.iterdir()]
+    config = json.loads((run / image / "config.json").read_text())
+    assert config["method"]["net_width"] == 0.25
+    log = json.loads((run / image / "log.json").read_text())
+    assert all(e["step"] != 0 for e in log)                # all five nets loaded: no depth pre-fit
+    alone = res / "synthetic-face2" / "joint_alone" / image
+    assert json.loads((alone / "metrics.json").read_text())["iterations"] == 0
+    assert (res / "synthetic-face2" / "figures" / "joint" / image / "panel.png").stat().st_size > 0

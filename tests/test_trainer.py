@@ -248,6 +248,21 @@ def test_joint_pretraining_writes_an_official_pretrain_file(tmp_path):
     assert r.iterations == 9 and all(e["step"] != 0 for e in r.log)
 
 
+def test_a_pretrain_file_loads_only_into_nets_of_its_width(tmp_path):
+    """A narrow pre-train (--net-width, the demo's) loads into a model of that width and nowhere else."""
+    from gan2shape.io import CheckpointError
+
+    narrow = tiny_model(tiny_config(net_width=0.5))
+    assert narrow.nets["netD"].network[0].out_channels == 64      # 32 px: nf 128 x 0.5
+    torch.save(narrow.nets_state(), tmp_path / "narrow.pth")
+    with pytest.raises(CheckpointError, match=r"narrow\.pth: netD does not fit a 32-px network of width 1 "
+                                              r"\(--image-size, --net-width\)"):
+        Trainer(tiny_model(tiny_config())).load_pretrain(tmp_path / "narrow.pth")
+    other = tiny_model(tiny_config(net_width=0.5), seed=3)
+    assert len(Trainer(other).load_pretrain(tmp_path / "narrow.pth")) == 5
+    assert all(torch.equal(a, b) for a, b in zip(other.nets.parameters(), narrow.nets.parameters()))
+
+
 def test_a_stream_walks_a_new_random_permutation_every_pass():
     s = Stream(torch.Generator().manual_seed(5), [None] * 4)
     seen = []

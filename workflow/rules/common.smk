@@ -39,9 +39,16 @@ IMAGES = [Path(t).stem for t in TOKENS]
 TOKEN = dict(zip(IMAGES, TOKENS))
 
 # With a released joint-pretraining checkpoint (celeba, cat, synface) the original starts from it
-# instead of a prior; the DAG then has one "prior" called official.
-OFFICIAL = (not SYNTHETIC) and D.get("pretrain") and config["reconstruct"]["official_pretrain"]
-PRIORS = ["official"] if OFFICIAL else list(config["prior"]["names"])
+# instead of a prior; the DAG then has one "prior" called official. A synthetic dataset's committed
+# joint pre-train (the synface protocol) is one more start, the "prior" joint, run first and next to the
+# priors; its "prior alone" row is the pre-train alone (joint_alone in rules/reconstruct.smk, zero iterations).
+USE_PRETRAIN = bool(D.get("pretrain")) and config["reconstruct"]["official_pretrain"]
+OFFICIAL = (not SYNTHETIC) and USE_PRETRAIN
+JOINT = SYNTHETIC and USE_PRETRAIN
+PRIORS = ["official"] if OFFICIAL else ["joint"] * JOINT + list(config["prior"]["names"])
+FROM_PRETRAIN = ("official", "joint")  # the starts that load all five nets from D["pretrain"]
+MASK_PRIORS = [p for p in PRIORS if p not in FROM_PRETRAIN]  # built by rule prior from a mask
+MASK_CONSTRAINT = "|".join(MASK_PRIORS) or "NO_MASK_PRIORS"
 
 
 wildcard_constraints:
@@ -86,14 +93,38 @@ def gt_flag(wildcards):
 
 
 def pretrain_path(wildcards):
-    if wildcards.prior == "official":
+    if wildcards.prior in FROM_PRETRAIN:
         return D["pretrain"]
     return f"{RES}/pretrain/{wildcards.prior}/{wildcards.image}.pth"
+
+
+def net_width(wildcards):
+    """--net-width of a reconstruct job: the width its pretrain file was trained with (the dataset's
+    pretrain file, or a benchmark-v2 row's joint pre-train), else the original 1."""
+    if getattr(wildcards, "prior", None) in FROM_PRETRAIN:
+        return D.get("pretrain_net_width", 1)
+    run = getattr(wildcards, "run", None)
+    if run is not None and B2RUNS[run]["init"] == "joint":
+        return config["joint_pretrain"]["net_width"]
+    return 1
+
+
+def prior_depth_path(wildcards):
+    """The depth a run starts from, as a map (figures' prior panel): the prior, or the pre-train alone."""
+    if wildcards.prior == "joint":
+        return f"{RES}/joint_alone/{wildcards.image}/recon_depth.npy"
+    return f"{RES}/prior/{wildcards.prior}/{wildcards.image}.npy"
 
 
 class _W:
     def __init__(self, image):
         self.image = image
+
+
+class _PW(_W):
+    def __init__(self, prior, image):
+        super().__init__(image)
+        self.prior = prior
 
 
 def all_images(wildcards=None):
@@ -167,7 +198,7 @@ def prior_flags(wildcards, input):
 def evaluate_methods(wildcards=None):
     """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape with each prior."""
     methods = ["constant=constant"]
-    methods += [f"prior-{p}={RES}/prior/{p}/{{name}}.npy" for p in PRIORS if p != "official"]
+    methods += [f"prior-{p}={prior_depth_path(_PW(p, '{name}'))}" for p in PRIORS if p != "official"]
     methods += [f"gan2shape-{p}={RES}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in PRIORS]
     return " ".join(methods)
 
@@ -179,8 +210,7 @@ def evaluate_gt_pattern(wildcards=None):
 
 def evaluate_inputs(wildcards=None):
     files = reconstructions()
-    files += expand(f"{RES}/prior/{{prior}}/{{image}}.npy", prior=[p for p in PRIORS if p != "official"],
-                    image=IMAGES)
+    files += [prior_depth_path(_PW(p, n)) for p in PRIORS if p != "official" for n in IMAGES]
     return files
 
 

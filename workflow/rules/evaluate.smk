@@ -84,7 +84,7 @@ rule figures:
         run=f"{RES}/reconstruct/{{prior}}/{{image}}/metrics.json",
         log=f"{RES}/reconstruct/{{prior}}/{{image}}/log.json",
         image=image_path,
-        prior=[] if OFFICIAL else f"{RES}/prior/{{prior}}/{{image}}.npy",
+        prior=[] if OFFICIAL else prior_depth_path,
         gt=gt_depth_path,
     output:
         panel=f"{RES}/figures/{{prior}}/{{image}}/panel.png",

@@ -104,6 +104,7 @@ rule joint_pretrain:
         seed=config["seed"],
         device=config["device"],
         mode=config["mode"],
+        width=JP["net_width"],
     resources:
         gpu=1,
     log:
@@ -114,6 +115,6 @@ rule joint_pretrain:
         "gan2shape pretrain --list {input.lst} --first-prior {input.prior} --preset {params.preset} "
         "--streams {params.streams} --image-size {params.size} {params.crop} {params.schedule} "
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
-        "--perceptual {params.perceptual} {params.vgg} --seed {params.seed} --device {params.device} --mode {params.mode} "
+        "--perceptual {params.perceptual} {params.vgg} --net-width {params.width} --seed {params.seed} --device {params.device} --mode {params.mode} "
         "--checkpoint {params.checkpoint} --checkpoint-every {params.every} {params.max_seconds} "
         "--log {output.loss_log} --progress --out {output.pth} > {log} 2>&1"

@@ -17,6 +17,8 @@ rule prior:
         compat="--compat" if config["prior"]["compat"] else "",
     log:
         f"{RES}/logs/prior/{{prior}}/{{image}}.log",
+    wildcard_constraints:
+        prior=MASK_CONSTRAINT,
     shell:
         "gan2shape prior --name {wildcards.prior} {params.source} --image-size {params.size} "
         "--category {params.category} {params.compat} --out {output.npy} --png {output.png} > {log} 2>&1"
@@ -37,6 +39,8 @@ rule pretrain_depth:
         seed=config["seed"],
     log:
         f"{RES}/logs/pretrain/{{prior}}/{{image}}.log",
+    wildcard_constraints:
+        prior=MASK_CONSTRAINT,
     benchmark:
         f"{RES}/benchmarks/pretrain/{{prior}}/{{image}}.tsv"
     shell:

@@ -43,6 +43,7 @@ rule reconstruct:
         seed=config["seed"],
         device=reconstruct_device,
         mode=config["mode"],
+        width=net_width,
     resources:
         gpu=1,
         **GPU_SLOTS,
@@ -57,6 +58,39 @@ rule reconstruct:
         "--gt-encoding {params.gt_encoding} --name {params.names} "
         "--gan {input.gan} --view-mvn {input.view_mvn} --light-mvn {input.light_mvn} "
         "--perceptual {params.perceptual} {params.vgg} --step3-pool {params.step3_pool} "
-        "--optimizers {params.optimizers} --optimizer {params.optimizer} {params.bins} --seed {params.seed} "
+        "--optimizers {params.optimizers} --optimizer {params.optimizer} {params.bins} --net-width {params.width} --seed {params.seed} "
         "--device {params.device} --mode {params.mode} --checkpoint {params.checkpoint} --checkpoint-every {params.every} "
         "{params.flags} --progress --out {params.out} > {log} 2>&1"
+
+
+# The pre-train alone (the joint start's "prior alone" row and prior panel): the same command with zero
+# iterations, so the depth is the pre-trained networks' prediction in the input view.
+use rule reconstruct as joint_alone with:
+    input:
+        image=image_path,
+        latent=latent_path,
+        pretrain=D.get("pretrain") or [],
+        gt=gt_depth_path,
+        gan=GAN,
+        view_mvn=VIEW_MVN,
+        light_mvn=LIGHT_MVN,
+    output:
+        depth=f"{RES}/joint_alone/{{image}}/depth.npy",
+        recon_depth=f"{RES}/joint_alone/{{image}}/recon_depth.npy",
+        albedo=f"{RES}/joint_alone/{{image}}/albedo.npy",
+        view=f"{RES}/joint_alone/{{image}}/view.json",
+        light=f"{RES}/joint_alone/{{image}}/light.json",
+        metrics=f"{RES}/joint_alone/{{image}}/metrics.json",
+        loss_log=f"{RES}/joint_alone/{{image}}/log.json",
+    params:
+        checkpoint=f"{RES}/checkpoints/joint_alone/{{image}}.ckpt",
+        schedule="--stage-iters 0,0,0",
+        width=D.get("pretrain_net_width", 1),
+        device=config["device"],
+    resources:
+        gpu=0,
+        **{f"gpu_{d}": 0 for d in GPUS},
+    log:
+        f"{RES}/logs/joint_alone/{{image}}.log",
+    benchmark:
+        f"{RES}/benchmarks/joint_alone/{{image}}.tsv"

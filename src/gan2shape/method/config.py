@@ -122,6 +122,8 @@ class MethodConfig:
     step3_viewlight: str = "predicted"          # step 3 renders Q in V(Q), L(Q) ("predicted", original) | in
                                                 # the view and light of its pseudo sample ("pseudo", diagnostic)
     vl_warmup: int = 0                          # our option: step-3 iterations training only V, L before the first step 3
+    net_width: float = 1.0                      # our option: channel multiplier of D, A, V, L, E (1: the original;
+                                                # the CPU demo's joint pre-train: 0.25)
     seed: int = 0
     # pytorch3d rasterisation: None = naive on the CPU (pytorch3d has no binned CPU path) and
     # coarse-to-fine on CUDA with pytorch3d's bin size and a per-call count of the fullest bin, so no
@@ -146,6 +148,8 @@ class MethodConfig:
             raise ValueError(f"step3_viewlight must be 'predicted' or 'pseudo', got {self.step3_viewlight!r}")
         if not (isinstance(self.vl_warmup, int) and self.vl_warmup >= 0):
             raise ValueError(f"vl_warmup must be an integer >= 0, got {self.vl_warmup!r}")
+        if not (isinstance(self.net_width, (int, float)) and self.net_width > 0):
+            raise ValueError(f"net_width must be > 0, got {self.net_width!r}")
         if self.depth_lr_step3 is not None and not self.depth_lr_step3 >= 0:
             raise ValueError(f"depth_lr_step3 must be >= 0, got {self.depth_lr_step3!r}")
         self.schedule = [s if isinstance(s, Stage) else Stage(**s) for s in self.schedule]

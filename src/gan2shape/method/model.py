@@ -79,7 +79,7 @@ class GAN2Shape(nn.Module):
                  perceptual: PerceptualLoss, viewlight: ViewLightDistribution):
         super().__init__()
         self.cfg = cfg
-        self.nets = build_networks(cfg.image_size, latent_dim=generator.style_dim)
+        self.nets = build_networks(cfg.image_size, latent_dim=generator.style_dim, width=cfg.net_width)
         self.renderer = Renderer(cfg.image_size, fov=cfg.fov, min_depth=cfg.min_depth, max_depth=cfg.max_depth,
                                  rot_center_depth=cfg.rot_center_depth, bin_size=cfg.raster_bin_size,
                                  max_faces_per_bin=cfg.raster_max_faces_per_bin)
@@ -154,7 +154,8 @@ class GAN2Shape(nn.Module):
                 try:
                     self.nets[k].load_state_dict(state[k], strict=strict)
                 except RuntimeError as e:
-                    raise CheckpointError(f"{source}: {k} does not fit a {self.cfg.image_size}-px network: "
+                    raise CheckpointError(f"{source}: {k} does not fit a {self.cfg.image_size}-px network of "
+                                          f"width {self.cfg.net_width:g} (--image-size, --net-width): "
                                           f"{str(e).splitlines()[0]}") from e
                 loaded.append(k)
         return loaded

@@ -16,6 +16,10 @@ Generalisation below 64 (not in the original, used by tests): S = 32 gets ``nf =
 without its highest-resolution level (encoder 3→128→256→512 at 16², 8², 4²). Sizes must be
 powers of two ≥ 32.
 
+``width`` (our option, the method config's ``net_width``; 1 = the original) multiplies every channel
+count: nf, the GroupNorm groups, zdim and E's base width (not E's output, the GAN's latent size). The
+CPU demo's joint pre-train is made at 0.25 (1/16 of the parameters, DESIGN "The demo").
+
 All layers of D, A, V and L live in one ``nn.Sequential`` named ``network`` in the order of the
 spec's layer list (every conv, norm, activation and upsample its own entry), so the state-dict
 keys are ``network.<index>.weight``. Convs have no bias unless stated; PyTorch default init.
@@ -35,8 +39,9 @@ __all__ = [
 ]
 
 
-def widths(size: int) -> tuple[int, int, int]:
-    """``(nf, gn_base, n_levels)`` for image size ``size`` (see the module docstring)."""
+def widths(size: int, width: float = 1.0) -> tuple[int, int, int]:
+    """``(nf, gn_base, n_levels)`` for image size ``size`` and channel multiplier ``width`` (see the
+    module docstring)."""
     if size < 32 or size & (size - 1):
         raise ValueError(f"image size must be a power of two >= 32, got {size}")
     nf = max(4096 // size, 16)
@@ -45,7 +50,15 @@ def widths(size: int) -> tuple[int, int, int]:
     else:
         gn_base = nf // 4
     n_levels = int(math.log2(size)) - 2  # stride-2 convs from S down to 4
-    return nf, gn_base, n_levels
+    return scaled(nf, width, "nf"), scaled(gn_base, width, "GroupNorm groups"), n_levels
+
+
+def scaled(channels: int, width: float, what: str = "channels") -> int:
+    """``channels · width``, which must be a whole number >= 1 (a network width multiplier)."""
+    c = channels * width
+    if not (width > 0 and c >= 1 and abs(c - round(c)) < 1e-9):
+        raise ValueError(f"net width {width}: {what} {channels} x {width} = {c:g} is not a whole number >= 1")
+    return int(round(c))
 
 
 def _activation(name: str | None) -> nn.Module | None:
@@ -62,9 +75,10 @@ class EDDeconv(nn.Module):
     """Encoder-decoder D/A: ``B×cin×S×S`` image -> ``B×cout×S×S`` map (METHOD §2.1)."""
 
     def __init__(self, cin: int = 3, cout: int = 1, size: int = 64, zdim: int = 256,
-                 activation: str | nn.Module | None = None):
+                 activation: str | nn.Module | None = None, width: float = 1.0):
         super().__init__()
-        nf, gn, n_levels = widths(size)
+        nf, gn, n_levels = widths(size, width)
+        zdim = scaled(zdim, width, "zdim")
         ch = [nf * 2 ** k for k in range(n_levels)]
         groups = [gn * 2 ** k for k in range(n_levels)]
         layers: list[nn.Module] = []
@@ -104,9 +118,9 @@ class EDDeconv(nn.Module):
 class Encoder(nn.Module):
     """Plain encoder V/L: ``B×cin×S×S`` -> ``B×cout`` in [-1, 1] (METHOD §2.2)."""
 
-    def __init__(self, cin: int = 3, cout: int = 6, size: int = 64):
+    def __init__(self, cin: int = 3, cout: int = 6, size: int = 64, width: float = 1.0):
         super().__init__()
-        nf, _, n_levels = widths(size)
+        nf, _, n_levels = widths(size, width)
         layers: list[nn.Module] = []
         prev = cin
         for k in range(n_levels):
@@ -150,9 +164,10 @@ class ResEncoder(nn.Module):
     (3 for S=64, 4 for S=128, 2 for S=32), ReLU, Conv 4×4 p0 (C→2C), ReLU, Conv 1×1 (2C→cout).
     """
 
-    def __init__(self, cin: int = 3, cout: int = 512, size: int = 64, nf: int = 32):
+    def __init__(self, cin: int = 3, cout: int = 512, size: int = 64, nf: int = 32, width: float = 1.0):
         super().__init__()
         widths(size)  # validates size
+        nf = scaled(nf, width, "E's nf")
         n_blocks = int(math.log2(size)) - 3
         layers: list[nn.Module] = [nn.Conv2d(cin, nf, 4, stride=2, padding=1, bias=False)]
         c = nf
@@ -167,14 +182,15 @@ class ResEncoder(nn.Module):
         return self.network(x).reshape(x.size(0), -1)
 
 
-def build_networks(image_size: int, zdim: int = 256, latent_dim: int = 512) -> nn.ModuleDict:
-    """The five nets under their official checkpoint names ``netD, netA, netV, netL, netEnc``."""
+def build_networks(image_size: int, zdim: int = 256, latent_dim: int = 512, width: float = 1.0) -> nn.ModuleDict:
+    """The five nets under their official checkpoint names ``netD, netA, netV, netL, netEnc``
+    (``width``: channel multiplier, 1 = the original)."""
     return nn.ModuleDict({
-        "netD": EDDeconv(cin=3, cout=1, size=image_size, zdim=zdim, activation=None),
-        "netA": EDDeconv(cin=3, cout=3, size=image_size, zdim=zdim, activation="tanh"),
-        "netV": Encoder(cin=3, cout=6, size=image_size),
-        "netL": Encoder(cin=3, cout=4, size=image_size),
-        "netEnc": ResEncoder(cin=3, cout=latent_dim, size=image_size),
+        "netD": EDDeconv(cin=3, cout=1, size=image_size, zdim=zdim, activation=None, width=width),
+        "netA": EDDeconv(cin=3, cout=3, size=image_size, zdim=zdim, activation="tanh", width=width),
+        "netV": Encoder(cin=3, cout=6, size=image_size, width=width),
+        "netL": Encoder(cin=3, cout=4, size=image_size, width=width),
+        "netEnc": ResEncoder(cin=3, cout=latent_dim, size=image_size, width=width),
     })
 
 

@@ -163,6 +163,9 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                         "--projection oracle the true ones)")
     g.add_argument("--vl-warmup", type=nonneg_int,
                    help="our option: N step-3 iterations training only V and L (D, A frozen) before the first step 3")
+    g.add_argument("--net-width", type=positive_float,
+                   help="our option: channel multiplier of D, A, V, L, E (1: the original; a pretrain file needs "
+                        "the width it was trained with)")
     g.add_argument("--seed", type=nonneg_int, help="random seed")
     g.add_argument("--raster-bin-size", type=nonneg_int,
                    help="pytorch3d bin size (default: naive on the CPU, pytorch3d's bin size on CUDA; 0: naive)")
@@ -188,7 +191,7 @@ def method_config(args: argparse.Namespace):
 
     names = ["image_size", "n_p", "collect_iters", "prior_iters", "prior_tol", "crop", "lam_perc", "lr",
              "weight_decay", "depth_lr_step3", "f1_d",
-             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "step3_viewlight", "vl_warmup", "joint_streams",
+             "view_scale", "step3_pool", "optimizers", "optimizer", "projection", "step3_viewlight", "vl_warmup", "net_width", "joint_streams",
              "seed", "relative_enc", "use_mask", "raster_bin_size", "raster_max_faces_per_bin"]
     over = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if args.schedule == "init_iterations":

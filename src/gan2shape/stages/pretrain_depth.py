@@ -27,7 +27,7 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
     for f in [*args.image, *args.prior]:
         check_input(f, "--image/--prior")
     check_output_file(args.out, "--out")
-    cfg = MethodConfig(image_size=args.image_size, seed=args.seed, lr=args.lr)
+    cfg = MethodConfig(image_size=args.image_size, seed=args.seed, lr=args.lr, net_width=args.net_width)
     torch.manual_seed(args.seed)
     images = torch.cat([load_image(p, args.image_size)[0] for p in args.image])
     priors = torch.cat([load_array(p, args.image_size) for p in args.prior])
@@ -36,7 +36,7 @@ def cmd_pretrain_depth(args: argparse.Namespace) -> int:
         def __init__(self):
             super().__init__()
             self.cfg = cfg
-            self.nets = build_networks(cfg.image_size)
+            self.nets = build_networks(cfg.image_size, width=cfg.net_width)
         predict_depth = GAN2Shape.predict_depth
 
     m = _DepthOnly()
@@ -56,6 +56,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=positive_int)
     d.add_argument("--lr", type=positive_float, default=1e-4)
     d.add_argument("--seed", type=nonneg_int, default=0)
+    d.add_argument("--net-width", type=positive_float, default=1.0,
+                   help="our option: channel multiplier of the networks (1: the original)")
     d.add_argument("--out", required=True, type=Path)
     d.set_defaults(func=cmd_pretrain_depth)
     return d
