@@ -181,7 +181,10 @@ def test_fast_mode_without_bf16_keeps_the_frozen_nets_fp32():
         ref, _ = model.G(w, input_is_w=True)
         full, _ = fast_view(model).G(w, input_is_w=True)
         plain, _ = fast_view(model, bf16=False).G(w, input_is_w=True)
-    assert float((plain - ref).abs().max()) < 1e-5 < float((full - ref).abs().max())
+    # fp32 rounding of the efficient ops, relative to the output's scale (|ref| reaches ~14: measured
+    # 1.05e-5 absolute on an AMD EPYC, 7e-7 relative), against bf16 rounding (~0.2 absolute)
+    scale = float(ref.abs().max())
+    assert float((plain - ref).abs().max()) < 1e-5 * scale < float((full - ref).abs().max())
     assert fast_view(model, bf16=False).amp is None and fast_view(model).amp == "cpu"
     stacked = StackedGAN2Shape(model, 2, fast=True, bf16=False)
     assert stacked.amp is None and stacked.sync_free
