@@ -513,6 +513,12 @@ def test_a_synthetic_joint_pretrain_is_a_start_next_to_the_priors(tmp_path):
     assert jobs["joint_alone"] == 1 and jobs["reconstruct"] == 2 and jobs["pretrain_depth"] == 1, jobs
     assert "--stage-iters 0,0,0" in _job_block(r.stdout, "joint_alone")
     assert "--net-width 0.25" in _job_block(r.stdout, "joint_alone")
+    # two GPUs: the pre-train alone runs on the GPU of its image's joint run
+    r = snakemake("all", "-n", "-p", "--cores", "2", "--resources", "gpu=2", "gpu_0=1", "gpu_1=1",
+                  "--config", "device=cuda", "gpus=[0,1]", cwd=repo)
+    alone = _job_block(r.stdout, "joint_alone")
+    (joint,) = [b.split("\n\n", 1)[0] for b in r.stdout.split("rule reconstruct:")[1:] if "reconstruct/joint/" in b.split("\n\n", 1)[0]]
+    assert re.search(r"--device (cuda:\d)", alone).group(1) == re.search(r"--device (cuda:\d)", joint).group(1)
     snakemake("all", "--cores", "2", "--resources", "gpu=1", cwd=repo)
     res = repo / "results"
     m = json.loads((res / "metrics.json").read_text())

@@ -297,8 +297,9 @@ GPUS = [int(g) for g in config["gpus"]]
 
 
 def reconstruct_index(wildcards):
-    """The job's index: its (prior, image) position in the dataset's DAG (benchmark images: by name)."""
-    return job_index(wildcards.image, IMAGES, wildcards.prior, PRIORS)
+    """The job's index: its (prior, image) position in the dataset's DAG (benchmark images: by name;
+    joint_alone, which has no prior wildcard: its image's joint run's, so both use the same GPU)."""
+    return job_index(wildcards.image, IMAGES, getattr(wildcards, "prior", "joint"), PRIORS)
 
 
 def reconstruct_device(wildcards):

@@ -86,10 +86,6 @@ use rule reconstruct as joint_alone with:
         checkpoint=f"{RES}/checkpoints/joint_alone/{{image}}.ckpt",
         schedule="--stage-iters 0,0,0",
         width=D.get("pretrain_net_width", 1),
-        device=config["device"],
-    resources:
-        gpu=0,
-        **{f"gpu_{d}": 0 for d in GPUS},
     log:
         f"{RES}/logs/joint_alone/{{image}}.log",
     benchmark:
