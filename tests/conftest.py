@@ -60,7 +60,7 @@ def tiny_target(model, name: str = "img0", seed: int = 0):
     from gan2shape.method.model import Target
 
     gen = torch.Generator().manual_seed(100 + seed)
-    z = torch.randn(1, model.G.style_dim, generator=gen)
+    z = torch.randn(1, model.G.style_dim, generator=gen).to(model.view_mean.dtype)  # the model's precision
     with torch.no_grad():
         w = model.G.style(z)
         img, _ = model.G(w, input_is_w=True)
