@@ -158,10 +158,18 @@ def test_recount_flops_rewrites_tflops_from_the_kept_seconds(tmp_path):
     assert got == res["synthetic"]["faithful"]
     assert got["tflops"] == pytest.approx(per_image * 4 / 2.0 / 1e12)
     assert got["gflop_per_image_run"] == pytest.approx(per_image / 1e9) and got["tflops_torch_counter"] == 99.0
-    assert "flops_recount" in res["meta"]
+    assert "flops_recount" in res["meta"] and got["flops_recounted"]
     assert "| synthetic | fast | – | – | skipped: budget |" in bench.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="not the schedule of --schedule-scale 0.5"):
         speed.main(["--recount-flops", str(bench), "--schedule-scale", "0.5", "--tiny"])
+    # --modes: only those rows; a row left alone is marked in the table as torch's (too high) count
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"meta": {}, "synthetic": {"faithful": row, "fast": dict(row)}}))
+    res = speed.main(["--recount-flops", str(both), "--schedule-scale", "0.002", "--tiny", "--modes", "faithful"])
+    assert res["synthetic"]["faithful"]["tflops"] == pytest.approx(got["tflops"])
+    assert res["synthetic"]["fast"]["tflops"] == 99.0 and "flops_recounted" not in res["synthetic"]["fast"]
+    md = both.with_suffix(".md").read_text()
+    assert "| 99.00 (torch counter, too high) |" in md and md.count("too high") == 1
 
 
 def test_device_benchmark_script_runs_the_snakemake_target_with_its_settings(tmp_path):
