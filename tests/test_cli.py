@@ -104,6 +104,22 @@ def test_prior_and_pretrain_depth_stages(world):
     assert "netD" in sd and sd["prior_iters"] == 5 and sd["prior_mse"] > 0
 
 
+@pytest.mark.gpu
+def test_pretrain_depth_on_cuda_matches_the_cpu_fit(world):
+    """--device cuda fits the same net (same seed, same start) and writes a file that loads on the CPU."""
+    prior = world / "prior.npy"
+    assert main(["prior", "--name", "ellipsoid", "--mask", str(world / "mask0.png"), "--image-size", "32",
+                 "--out", str(prior)]) == 0
+    fits = {}
+    for dev in ("cpu", "cuda"):
+        out = world / f"pre_{dev}.pth"
+        assert main(["pretrain-depth", "--image", str(world / "img0.png"), "--prior", str(prior),
+                     "--image-size", "32", "--iters", "20", "--device", dev, "--out", str(out)]) == 0
+        fits[dev] = torch.load(out, weights_only=True)   # no map_location: as stored
+    assert all(v.device.type == "cpu" for v in fits["cuda"]["netD"].values())
+    assert fits["cuda"]["prior_mse"] == pytest.approx(fits["cpu"]["prior_mse"], rel=0.05)
+
+
 def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "gan2shape", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "reconstruct" in r.stdout and "pretrain-depth" in r.stdout

@@ -42,18 +42,23 @@ TOKEN = dict(zip(IMAGES, TOKENS))
 # instead of a prior; the DAG then has one "prior" called official. A synthetic dataset's committed
 # joint pre-train (the synface protocol) is one more start, the "prior" joint, run first and next to the
 # priors; its "prior alone" row is the pre-train alone (joint_alone in rules/reconstruct.smk, zero iterations).
+# With the preset's `prior_starts: false` (the demo) and a joint start, GAN2Shape runs from the pre-train
+# only and the priors are scored alone.
 USE_PRETRAIN = bool(D.get("pretrain")) and config["reconstruct"]["official_pretrain"]
 OFFICIAL = (not SYNTHETIC) and USE_PRETRAIN
 JOINT = SYNTHETIC and USE_PRETRAIN
-PRIORS = ["official"] if OFFICIAL else ["joint"] * JOINT + list(config["prior"]["names"])
+PRIOR_STARTS = PRESET["prior_starts"] or not JOINT
+NAMES = list(config["prior"]["names"])
+PRIORS = ["official"] if OFFICIAL else ["joint"] * JOINT + NAMES * PRIOR_STARTS  # the starts: one run each
+SCORED = PRIORS if OFFICIAL else ["joint"] * JOINT + NAMES  # the "prior alone" rows
 FROM_PRETRAIN = ("official", "joint")  # the starts that load all five nets from D["pretrain"]
-MASK_PRIORS = [p for p in PRIORS if p not in FROM_PRETRAIN]  # built by rule prior from a mask
+MASK_PRIORS = [p for p in SCORED if p not in FROM_PRETRAIN]  # built by rule prior from a mask
 MASK_CONSTRAINT = "|".join(MASK_PRIORS) or "NO_MASK_PRIORS"
 
 
 wildcard_constraints:
     image="|".join(IMAGES) if IMAGES else "NO_IMAGES",
-    prior="|".join(PRIORS),
+    prior="|".join(SCORED),
 
 
 def image_path(wildcards):
@@ -196,9 +201,9 @@ def prior_flags(wildcards, input):
 
 
 def evaluate_methods(wildcards=None):
-    """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape with each prior."""
+    """LABEL=PATTERN pairs: constant depth, each prior alone, GAN2Shape from each start."""
     methods = ["constant=constant"]
-    methods += [f"prior-{p}={prior_depth_path(_PW(p, '{name}'))}" for p in PRIORS if p != "official"]
+    methods += [f"prior-{p}={prior_depth_path(_PW(p, '{name}'))}" for p in SCORED if p != "official"]
     methods += [f"gan2shape-{p}={RES}/reconstruct/{p}/{{name}}/recon_depth.npy" for p in PRIORS]
     return " ".join(methods)
 
@@ -210,7 +215,7 @@ def evaluate_gt_pattern(wildcards=None):
 
 def evaluate_inputs(wildcards=None):
     files = reconstructions()
-    files += [prior_depth_path(_PW(p, n)) for p in PRIORS if p != "official" for n in IMAGES]
+    files += [prior_depth_path(_PW(p, n)) for p in SCORED if p != "official" for n in IMAGES]
     return files
 
 

@@ -71,7 +71,10 @@ SMOKE = (
     ""
     if config["preset"] == "full"
     else f"--smoke-run '{config['preset']} preset: {PRESET['stage_iters'] or 'original'} iterations per step, "
-    f"{PRESET['num_stages'] or 'original'} stage(s), {len(IMAGES)} images'"
+    f"{PRESET['num_stages'] or 'original'} stage(s), {len(IMAGES)} images"
+    + (f", started from the committed joint pre-train {D['pretrain']} (width {D.get('pretrain_net_width', 1)})"
+       if JOINT else "")
+    + "'"
 )
 
 

@@ -41,6 +41,8 @@ th{background:#f3f3f3} td.l,th.l{text-align:left} tr.main td{background:#eef6ff}
 """
 # how each method label of `gan2shape evaluate` reads in the tables
 _METHOD_TEXT = {"constant": "constant depth (baseline)"}
+# starts that are not priors: the five nets of a joint pre-train (committed for synthetic data, released)
+_START_TEXT = {"joint": "joint pre-train", "official": "released pre-train"}
 
 
 def _default_machine() -> str:
@@ -71,11 +73,14 @@ def _num(v) -> float:
 
 def method_text(label: str) -> str:
     """Readable name of an evaluated method: ``prior-X`` → "X prior alone", ``gan2shape-X`` →
-    "GAN2Shape from the X prior"."""
-    if label.startswith("prior-"):
-        return f"{label[6:]} prior alone"
-    if label.startswith("gan2shape-"):
-        return f"GAN2Shape from the {label[10:]} prior"
+    "GAN2Shape from the X prior"; the starts that load a pre-train (``joint``, ``official``) are named
+    as pre-trains."""
+    kind, _, start = label.partition("-")
+    what = _START_TEXT.get(start, f"{start} prior")
+    if kind == "prior" and start:
+        return f"{what} alone"
+    if kind == "gan2shape" and start:
+        return f"GAN2Shape from the {what}"
     return _METHOD_TEXT.get(label, label)
 
 
@@ -276,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     facts = []
     for s in summaries:
         for key, label in (("dataset", "dataset"), ("preset", "preset"), ("np", "N_p (samples per iteration)"),
-                           ("runs", "reconstructions (images × priors)"), ("seconds_per_image", "seconds per image")):
+                           ("runs", "reconstructions (images × starts)"), ("seconds_per_image", "seconds per image")):
             if key in s:
                 facts.append([label, s[key]])
     seconds = [_num((r.get("metrics") or {}).get("seconds")) for r in runs]
