@@ -235,3 +235,28 @@ def test_net_width_scales_every_channel_but_the_outputs():
     assert widths(64, 0.5) == (32, 8, 4)
     with pytest.raises(ValueError, match="net width 0.3: nf 64 x 0.3"):
         build_networks(64, width=0.3)
+
+
+def test_the_committed_demo_pretrain_loads_into_quarter_width_nets():
+    """models/synthetic_v2_face2_pretrain_demo.pth (the demo's start `joint`): the hash its model card and
+    config name, all five nets, strictly loadable into world v2's 64-px nets at the width the dataset says."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from gan2shape.io import safe_torch_load
+
+    repo = Path(__file__).resolve().parents[1]
+    entry = yaml.safe_load((repo / "config/datasets.yaml").read_text())["synthetic-face2"]
+    path = repo / entry["pretrain"]
+    card = (repo / "models/README.md").read_text().split(f"`{path.name}`", 1)[1]
+    recorded = re.search(r"sha256\s+`([0-9a-f]{64})`", card).group(1)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded
+    state = safe_torch_load(path)
+    nets = build_networks(64, latent_dim=128, width=entry["pretrain_net_width"])
+    for name, net in nets.items():
+        net.load_state_dict({k: v.float() for k, v in state[name].items()}, strict=True)
+    with pytest.raises(RuntimeError):   # the original width does not fit it
+        build_networks(64, latent_dim=128)["netD"].load_state_dict(state["netD"])
