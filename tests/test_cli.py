@@ -44,17 +44,30 @@ def test_reconstruct_end_to_end_writes_depth_albedo_view_light(world):
     assert set(sd) == {"netD", "netA", "netV", "netL", "netEnc"}
 
 
-def test_reconstruct_with_gt_depth_reports_side_mad(world):
+def test_reconstruct_with_gt_depth_reports_side_mad(world, caplog):
     gt = np.full((32, 32), 1.1, np.float32)
     gt[disc_mask()[0, 0].bool().numpy()] = 1.0
     np.save(world / "gt.npy", gt)
     out = world / "out2"
-    main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
-          "--mask", str(world / "mask0.png"), "--prior-name", "smoothed_box", "--gt-depth", str(world / "gt.npy"),
-          "--out", str(out), *_common(world)])
+    with caplog.at_level("INFO", logger="gan2shape"):
+        main(["reconstruct", "--image", str(world / "img0.png"), "--latent", str(world / "img0.pt"),
+              "--mask", str(world / "mask0.png"), "--prior-name", "smoothed_box", "--gt-depth", str(world / "gt.npy"),
+              "--log-every", "2", "--out", str(out), *_common(world)])
     m = json.loads((out / "metrics.json").read_text())
     for k in ("side", "mad", "final_side", "final_mad"):
         assert np.isfinite(m[k]) and m[k] >= 0, k
+    # the job's log follows the run: one line per logged iteration, with SIDE / MAD where step 1 or 3 measured them
+    log = json.loads((out / "log.json").read_text())
+    logged = [e for e in log if "loss" in e]     # every iteration logged by the phase loop (prior fit too)
+    lines = [r.getMessage() for r in caplog.records if " (stage " in r.getMessage()]
+    assert len(lines) == len(logged) and lines
+    for e, line in zip(logged, lines):
+        assert line.startswith(f"iteration {e['iteration']} (stage {e['stage']}, step {e['step']}): loss ")
+        if "side" in e:
+            assert line.endswith(f" SIDE {100 * e['side']:.3f} MAD {e['mad']:.2f}")
+        else:
+            assert "SIDE" not in line
+    assert any("SIDE" in line for line in lines)
 
 
 def test_reconstruct_interrupt_and_resume(world):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 
@@ -13,6 +14,15 @@ from .common import (add_checkpoint_flags, add_method_flags, add_mode_flags, add
                      method_config, positive_int, resolved_config, write_result)
 
 log = logging.getLogger("gan2shape")
+
+
+def log_progress(entry: dict) -> None:
+    """One line per logged iteration (every --log-every), so that the job's log shows the loss and, with
+    ground truth, SIDE (×10⁻²) and MAD (°) as they go, even for a run stopped before it writes its files."""
+    gt = f" SIDE {100 * entry['side']:.3f} MAD {entry['mad']:.2f}" if "side" in entry else ""
+    who = f"{entry['image']} " if "image" in entry else ""
+    where = ", ".join(f"{k} {entry[k]}" for k in ("stage", "epoch", "step") if k in entry)
+    log.info("%siteration %d (%s): loss %.4g%s", who, entry["iteration"], where, entry.get("loss", math.nan), gt)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -33,7 +43,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         raise SystemExit("--no-bf16 changes the fast mode only; give --mode fast")
     model = build_model(args, cfg)
     trainer = Trainer(model, log_every=args.log_every, progress=args.progress, fast=args.mode == "fast",
-                      bf16=not args.no_bf16)
+                      bf16=not args.no_bf16, on_log=log_progress)
     if args.pretrain is not None:
         trainer.load_pretrain(args.pretrain)
     targets = []
