@@ -73,7 +73,7 @@ def dvc_repo(tmp_path):
         shutil.copy2(REPO / f, r / f)
     (r / ".dvc").mkdir()
     shutil.copy2(REPO / ".dvc" / "config", r / ".dvc" / "config")
-    for f, text in {"workflow/Snakefile": "a", "src/gan2shape/x.py": "b", "models/m": "c",
+    for f, text in {"workflow/Snakefile": "a", "src/gan2shape/x.py": "b", "models/m": "c", "config/datasets.yaml": "c2",
                     "data/synthetic/test/l": "d", "data/synthetic_v2/test/l": "d2",
                     "results/synthetic-face2/f": "e",
                     "results/report/index.html": "<html>"}.items():
