@@ -615,3 +615,19 @@ def test_cli_figures_crops_the_input_like_the_presets_reconstruction(tmp_path):
                      "--image-size", str(S), "--n-frames", "3", *flags]) == 0
         corners[len(flags)] = np.asarray(Image.open(out / "input.png").convert("RGB"))[0, 0].tolist()
     assert corners == {2: [128, 128, 128], 4: [255, 0, 0]}
+
+
+def test_report_names_a_pre_train_start_as_a_pre_train(tmp_path):
+    """The start `joint` (a committed joint pre-train) is not a prior: its rows read "joint pre-train alone"
+    and "GAN2Shape from the joint pre-train", its image cards "start: joint pre-train"; priors keep their names."""
+    assert page.method_text("prior-joint") == "joint pre-train alone"
+    assert page.method_text("gan2shape-joint") == "GAN2Shape from the joint pre-train"
+    assert page.method_text("gan2shape-official") == "GAN2Shape from the released pre-train"
+    assert page.method_text("prior-smoothed_box") == "smoothed_box prior alone"
+    assert page.method_text("gan2shape-car-ellipsoid") == "GAN2Shape from the car-ellipsoid prior"
+    assert page.method_text("constant") == "constant depth (baseline)"
+    rd, _ = make_reconstruction(tmp_path, "img0", "joint")
+    card = page._image_row({"dir": rd, "name": "img0", "prior": "joint", "metrics": {"pre-train alone: SIDE": 1.2}},
+                           tmp_path)
+    assert "start: joint pre-train<br>" in card and "prior: joint" not in card
+    assert "prior: box<br>" in page._image_row({"dir": rd, "name": "img0", "prior": "box"}, tmp_path)

@@ -134,7 +134,9 @@ def _image_row(entry, base: Path) -> str:
     name = str(entry.get("name") or d.name)
     cells = [f"<div class=name><b>{html.escape(name)}</b><br>"]
     if entry.get("prior"):
-        cells.append(f"prior: {html.escape(str(entry['prior']))}<br>")
+        start = str(entry["prior"])
+        what = f"start: {_START_TEXT[start]}" if start in _START_TEXT else f"prior: {start}"
+        cells.append(f"{html.escape(what)}<br>")
     for k, v in (entry.get("metrics") or {}).items():
         cells.append(f"{html.escape(str(k))}: {_fmt(v)}<br>")
     links = [f'<a href="{_rel(d / f, base)}">{f}</a>' for f in MESH_FILES if (d / f).is_file()]
@@ -240,7 +242,8 @@ def run_sections(runs: Sequence[dict], rows: Sequence[dict], assets: Path) -> li
                                                         "mad": m.get("final_mad")}
         numbers = {"SIDE (×10⁻²)": _num(ev.get("side")), "MAD (°)": _num(ev.get("mad"))}
         if (name, f"prior-{prior}") in val:
-            numbers["prior alone: SIDE"] = _num(val[(name, f"prior-{prior}")]["side"])
+            alone = "pre-train alone" if prior in _START_TEXT else "prior alone"
+            numbers[f"{alone}: SIDE"] = _num(val[(name, f"prior-{prior}")]["side"])
         numbers = {k: v for k, v in numbers.items() if math.isfinite(v)}
         if "seconds" in m:
             numbers["seconds"] = _num(m["seconds"])
