@@ -60,10 +60,11 @@ def test_shard_deals_round_robin_and_keeps_everything():
 
 def test_dry_run_gives_each_reconstruct_job_its_device_and_slot():
     """Simulated device list gpus=[0,1]: the reconstruct jobs alternate cuda:0 / cuda:1, each claims
-    its own gpu_<id> slot, and the mode param reaches the command line."""
+    its own gpu_<id> slot, and the mode param reaches the command line (synthetic-car2: no joint
+    pre-train, so the demo preset runs GAN2Shape from both priors)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     snakemake = Path(sys.executable).with_name("snakemake")
-    out = subprocess.run([str(snakemake), "-n", "-p", "all", "--config", "device=cuda", "gpus=[0,1]", "mode=fast",
+    out = subprocess.run([str(snakemake), "-n", "-p", "all", "--config", "dataset=synthetic-car2", "device=cuda", "gpus=[0,1]", "mode=fast",
                           "--resources", "gpu=2", "gpu_0=1", "gpu_1=1"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
