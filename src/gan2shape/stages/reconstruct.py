@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
 
@@ -21,8 +20,8 @@ def log_progress(entry: dict) -> None:
     ground truth, SIDE (×10⁻²) and MAD (°) as they go, even for a run stopped before it writes its files."""
     gt = f" SIDE {100 * entry['side']:.3f} MAD {entry['mad']:.2f}" if "side" in entry else ""
     who = f"{entry['image']} " if "image" in entry else ""
-    where = ", ".join(f"{k} {entry[k]}" for k in ("stage", "epoch", "step") if k in entry)
-    log.info("%siteration %d (%s): loss %.4g%s", who, entry["iteration"], where, entry.get("loss", math.nan), gt)
+    log.info("%siteration %d (stage %d, step %d): loss %.4g%s", who, entry["iteration"], entry["stage"],
+             entry["step"], entry["loss"], gt)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
