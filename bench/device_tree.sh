@@ -15,7 +15,7 @@ case "${1:-}" in
     { echo "$mark"; printf '/%s\n' "${paths[@]}"; } >> "$exclude" ;;
   restore)
     git reset -q -- "${paths[@]}"
-    sed -i "/^$mark\$/,+${#paths[@]}d" "$exclude" ;;
+    sed -i "\\|^$mark\$|,+${#paths[@]}d" "$exclude" ;;
   *) echo "usage: bench/device_tree.sh hide|restore" >&2; exit 2 ;;
 esac
 git ls-files -z | du -cb --files0-from=- | tail -1 | awk '{printf "tracked files: %.1f MiB\n", $1 / 1048576}'
