@@ -94,7 +94,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
                    help="joint_* rungs: the channel multiplier the pre-train was trained with (1: the original)")
     p.add_argument("--group", type=int, default=4, help="joint_shared: images per shared model (original: 4)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="joint_shared: groups trained at once, each in its own process (one GPU shared)")
+                   help="runs at once, each in its own process (one GPU shared): joint_shared's groups, or the "
+                        "images of an image-by-image rung")
     p.add_argument("--summarize-only", action="store_true",
                    help="run nothing: summarise the runs of --out that finished (e.g. after a device call's limit)")
     p.add_argument("--batch", action="store_true",
@@ -316,6 +317,10 @@ def main(argv=None) -> dict:
         elif (args.batch and RUNGS[rung][0] == "prior" or rung == "joint_independent") and len(todo) > 1:
             log.info("ladder: %s, %d images in one batch", rung, len(todo))
             _cli(args, reconstruct_argv(args, rung, todo, [lat[im["name"]] for im in todo], extra))
+        elif args.jobs > 1 and len(todo) > 1:  # image by image, --jobs processes at a time
+            log.info("ladder: %s, %d images, %d at a time", rung, len(todo), args.jobs)
+            _cli_parallel(args, {args.out / "logs" / f"{rung}_{im['name']}.log":
+                                 reconstruct_argv(args, rung, [im], [lat[im["name"]]], extra) for im in todo})
         else:
             for im in todo:
                 log.info("ladder: %s %s", rung, im["name"])

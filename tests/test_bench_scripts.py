@@ -3,6 +3,7 @@ summary of a run cut short (bench/ladder.py --summarize-only)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import shutil
@@ -226,3 +227,28 @@ def test_a_schedules_flops_are_affine_in_n_p():
     assert 0 < step and abs((f[3] - f[2]) - step) < 1e-4 * step
     assert speed.per_image_flops(model, targets[0], replace(cfg, n_p=3)) == pytest.approx(f[3], rel=1e-5)
     assert model.cfg.n_p == 3      # the model is left with the configuration it was asked about
+
+
+def test_progress_csv_reads_the_lines_reconstruct_logs_even_between_progress_bars(tmp_path, caplog):
+    from gan2shape.stages.reconstruct import log_progress
+
+    progress = _load("progress_csv")
+    with caplog.at_level("INFO", logger="gan2shape"):
+        log_progress({"iteration": 100, "stage": 0, "step": 1, "loss": 0.05264, "side": 0.0152, "mad": 30.56})
+        log_progress({"iteration": 800, "stage": 0, "step": 2, "loss": 0.561})
+        log_progress({"image": "car2_0_00001", "iteration": 1500, "stage": 1, "step": 3, "loss": 0.2, "side": 0.05455,
+                      "mad": 61.04})
+    lines = [f"2026-12-02 08:36:35,289 INFO {r.getMessage()}" for r in caplog.records]
+    log = tmp_path / "car2" / "g00.log"
+    log.parent.mkdir()
+    # as a job's log holds them: tqdm's carriage-return bars before and between the lines
+    log.write_text("g00:  1%| | 99/5300 [00:10<08:00]\r" + lines[0] + "\n" + "g00: 15%|\r" + lines[1] + "\n" +
+                   lines[2] + "\r g00: 28%|\n")
+    out = tmp_path / "t.csv"
+    assert progress.main([str(log), "--out", str(out), "--label-from-parent", "1"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["log"], r["image"], r["iteration"], r["stage"], r["step"]) for r in rows] == [
+        ("car2/g00", "", "100", "0", "1"), ("car2/g00", "", "800", "0", "2"), ("car2/g00", "car2_0_00001", "1500", "1", "3")]
+    assert float(rows[0]["side_x100"]) == pytest.approx(1.52) and float(rows[0]["mad"]) == pytest.approx(30.56)
+    assert rows[1]["side_x100"] == "" and float(rows[1]["loss"]) == pytest.approx(0.561)
+    assert float(rows[2]["side_x100"]) == pytest.approx(5.455)

@@ -328,7 +328,8 @@ def test_joint_pretraining_runs_the_warmup_and_the_pseudo_viewlight():
 
 def test_ladder_batch_equals_image_by_image(world):
     """--batch trains a prior rung's images as independent models in one call: the same final
-    SIDE / MAD as image-by-image runs (up to rounding), the same files per image; truth rungs refuse a batch."""
+    SIDE / MAD as image-by-image runs (up to rounding), the same files per image; truth rungs refuse a batch;
+    --jobs runs the images in parallel processes with the same results."""
     from gan2shape.world.dataset import save_test_set
 
     save_test_set(world / "test", "face2", 2, 0, size=S)
@@ -350,6 +351,12 @@ def test_ladder_batch_equals_image_by_image(world):
         assert b["iterations"] == a["iterations"]
         files = sorted(p.name for p in (world / "both" / "runs" / "prior_predicted" / b["image"]).iterdir())
         assert "metrics.json" in files and "log.json" in files
+    # --jobs 2: the same image-by-image runs, each in its own process with its own log
+    par = lad.main(base + lat + ["--out", str(world / "par"), "--jobs", "2"])
+    assert [(r["image"], r["final_side"], r["final_mad"]) for r in par["runs"]] == \
+        [(r["image"], r["final_side"], r["final_mad"]) for r in one["runs"]]
+    assert sorted(p.name for p in (world / "par" / "logs").iterdir()) == \
+        sorted(f"prior_predicted_{r['image']}.log" for r in one["runs"])
     args, _ = lad.parse_args(base + ["--out", str(world / "x")])
     ims = lad.test_images(world / "test", "face2", 2)
     with pytest.raises(SystemExit, match="one by one"):
