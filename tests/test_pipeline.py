@@ -393,7 +393,7 @@ def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
             ["car"], ["car"], [f"{b['test_set']}/car2/{img}.png"], [f"{W}/segment/{img}_mask.png"],
             [f"{W}/pretrain/{prior}/{img}.pth"], [f"{W}/car2/{row}/reconstruct/{unit}/{img}"]]
         assert _flag(cmd, "--np") == [row.split("-np")[1] if "-np" in row else "32"]
-        assert (_flag(cmd, "--vl-warmup") == ["200"]) == (row == "gan2shape-remedy")
+        assert (_flag(cmd, "--depth-lr-step3") == ["1e-5"]) == (row == "gan2shape-remedy")
         assert _flag(cmd, "--independent") is None
     # the table: every row scored per family, N_p 32 of the sweep read from car-ellipsoid's runs
     ev = next(line for line in r.stdout.splitlines() if "gan2shape evaluate" in line and "--dataset car2" in line)
@@ -408,6 +408,20 @@ def test_world_v2_benchmark_plans_every_row_with_its_recipe(tmp_path):
         assert f"{b['out']}/{f}" in r.stdout
     lint = snakemake("--lint", "--configfile", "config/benchmark_v2.yaml", cwd=repo, check=False)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def test_world_v2_benchmark_on_one_family_draws_only_its_figure(tmp_path):
+    """config/subset_car2_remedy.yaml merged over the benchmark: car2 alone, the faithful car recipe and
+    the remedy row; face2's figure entry (inherited from the full config) is not drawn, and both rows share
+    the smoothed-box pre-fit of each image."""
+    repo, _ = bench_v2_repo(tmp_path)
+    r = snakemake("synthetic_v2_benchmark", "-n", "-p", "--cores", "16", "--resources", "gpu=14",
+                  "--configfile", "config/benchmark_v2.yaml", "config/subset_car2_remedy.yaml", cwd=repo)
+    assert planned_rules(r.stdout) == {"bench2_segment": 1, "bench2_invert": 1, "bench2_prior": 2 * 4,
+                                       "bench2_pretrain_depth": 2, "bench2_reconstruct": 4, "bench2_evaluate": 1,
+                                       "bench2_figure": 1, "bench2_table": 1, "synthetic_v2_benchmark": 1}
+    assert "figure_car2.png" in r.stdout and "figure_face2.png" not in r.stdout
+    assert r.stdout.count("--depth-lr-step3 1e-5") == 2     # the remedy row's two images
 
 
 @pytest.mark.parametrize("over,message", [

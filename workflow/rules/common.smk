@@ -369,6 +369,8 @@ def bench2_plan(b):
                 raise ValueError(f"benchmark_v2.np_sweep: row {key} is also in benchmark_v2.runs")
             runs[key] = {**base, "np": n, "families": fams, "jobs": sweep["run"] if n == base["np"] else key}
     for fam, key in b["figure"]["runs"].items():
+        if fam not in b["families"]:   # (a subset of the families: its figure entry is not drawn)
+            continue
         if key not in runs or fam not in runs[key]["families"]:
             raise ValueError(f"benchmark_v2.figure.runs.{fam}: {key!r} is not an enabled run on {fam}")
     return runs
