@@ -26,16 +26,17 @@ for fam in face2 car2; do
         --out "$L/${fam}_$rung" --device cuda --mode fast > "$L/${fam}_$rung.log" 2>&1 &
   done
 done
-( while true; do sleep 60; (cd "$L" && tar czf "$KEEP/ladder.tgz.tmp" --exclude='*.pt' --exclude='*.png' \
-    --exclude='*.npy' --exclude='*.pth' --exclude='*.ckpt' . && mv "$KEEP/ladder.tgz.tmp" "$KEEP/ladder.tgz"); done ) \
-    > /dev/null 2>&1 &
+pack() {   # the ladder's small files (no latents, images, arrays or checkpoints) into $KEEP/ladder.tgz
+  (cd "$L" && tar czf "$KEEP/ladder.tgz.tmp" --exclude='*.pt' --exclude='*.png' --exclude='*.npy' --exclude='*.pth' \
+      --exclude='*.ckpt' . && mv "$KEEP/ladder.tgz.tmp" "$KEEP/ladder.tgz")
+}
+( while true; do sleep 60; pack; done ) > /dev/null 2>&1 &
 archiver=$!
 wait $(jobs -p | grep -v "^$archiver\$" | grep -v "^$bench\$")
 echo "[$((SECONDS - START)) s] ladder done"
 wait $bench
 echo "[$((SECONDS - START)) s] benchmark done"
 kill $archiver 2>/dev/null
-(cd "$L" && tar czf "$KEEP/ladder.tgz" --exclude='*.pt' --exclude='*.png' --exclude='*.npy' --exclude='*.pth' \
-    --exclude='*.ckpt' .)
+pack
 tail -n 5 /tmp/car_bench.log
 ls -la "$KEEP"

@@ -14,7 +14,7 @@ if B2:
         input:
             f"{B2['out']}/gan2shape.json",
             expand(f"{B2['out']}/gan2shape_{{family}}.csv", family=B2["families"]),
-            expand(f"{B2['out']}/figure_{{family}}.png", family=[f for f in B2["figure"]["runs"] if f in B2["families"]]),
+            expand(f"{B2['out']}/figure_{{family}}.png", family=list(bench2_figures(B2))),
 
     use rule segment as bench2_segment with:
         input:

@@ -329,6 +329,12 @@ GPU_SLOTS = gpu_slots(reconstruct_index)
 B2 = config.get("benchmark_v2")
 
 
+def bench2_figures(b):
+    """{family: the run its figure shows}, for the benchmarked families only (a subset config may name
+    fewer families than the figure entries it inherits)."""
+    return {fam: key for fam, key in b["figure"]["runs"].items() if fam in b["families"]}
+
+
 def bench2_plan(b):
     """The enabled GAN2Shape rows {method key: settings}, the N_p sweep's included. Settings: the
     recipe's (preset, schedule, np, group, init, mask, flags), the row's prior, independent, np,
@@ -368,9 +374,7 @@ def bench2_plan(b):
             if key in runs:
                 raise ValueError(f"benchmark_v2.np_sweep: row {key} is also in benchmark_v2.runs")
             runs[key] = {**base, "np": n, "families": fams, "jobs": sweep["run"] if n == base["np"] else key}
-    for fam, key in b["figure"]["runs"].items():
-        if fam not in b["families"]:   # (a subset of the families: its figure entry is not drawn)
-            continue
+    for fam, key in bench2_figures(b).items():
         if key not in runs or fam not in runs[key]["families"]:
             raise ValueError(f"benchmark_v2.figure.runs.{fam}: {key!r} is not an enabled run on {fam}")
     return runs
